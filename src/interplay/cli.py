@@ -1,0 +1,185 @@
+"""The `interplay` command: parse, configure logging, dispatch. No work happens here.
+
+Heavy libraries (torch, mlflow, optuna) are imported inside the commands that need them, so
+`interplay --help` and `interplay summary` start fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+
+from interplay.errors import UserError
+
+logger = logging.getLogger(__name__)
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(
+    name="interplay",
+    help="Study how hyperparameters and architecture of image classifiers interact.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+StudyArg = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a setting: dotted.key=value (repeatable)."),
+]
+BudgetOpt = Annotated[
+    str | None, typer.Option("--budget", help="A preset from the study's budgets (quick, full).")
+]
+UriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow store; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.",
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Results folder of the study; default results/<study>."),
+]
+
+
+@app.callback()
+def configure(
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log lines.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors.")] = False,
+) -> None:
+    """interplay: from one study file to MLflow runs, interaction statistics and an A4 report."""
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("interplay").setLevel(level)
+    for noisy in ("alembic", "mlflow", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    ctx = click.get_current_context()
+    ctx.obj = {"quiet": quiet}
+
+
+def _quiet() -> bool:
+    obj: dict[str, Any] = click.get_current_context().find_root().obj or {}
+    return bool(obj.get("quiet"))
+
+
+@app.command()
+def data(
+    fetch: Annotated[
+        list[str] | None,
+        typer.Option("--fetch", help="Make sure a dataset is present, downloading it if needed."),
+    ] = None,
+) -> None:
+    """List the datasets and where each was found."""
+    from rich.table import Table
+
+    from interplay import data as datasets
+
+    for name in fetch or []:
+        where = datasets.fetch(name)
+        console.print(f"{name}: ready in {where}")
+    table = Table("dataset", "found", "where", "train", "test")
+    for info in datasets.describe():
+        table.add_row(
+            info.name,
+            "yes" if info.found else "no",
+            str(info.location or "-"),
+            str(info.train_size or "-"),
+            str(info.test_size or "-"),
+        )
+    out.print(table)
+
+
+@app.command()
+def summary(study: StudyArg, sets: SetOpt = None, budget: BudgetOpt = None) -> None:
+    """Check a study's architecture and print layers, output shapes, params and MACs."""
+    from interplay.summary import summarize_study
+
+    summarize_study(study, sets or [], budget, out)
+
+
+@app.command()
+def train(
+    study: StudyArg,
+    sets: SetOpt = None,
+    budget: BudgetOpt = None,
+    uri: UriOpt = None,
+    test: Annotated[
+        bool, typer.Option("--test", help="Also evaluate the held-out test set once.")
+    ] = False,
+) -> None:
+    """Train one run of the study (params at their first level) and log it to MLflow."""
+    from interplay.single import train_single
+
+    train_single(study, sets or [], budget, uri, test=test, quiet=_quiet(), console=console)
+
+
+@app.command()
+def ui(
+    uri: UriOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 5000,
+) -> None:
+    """Open the MLflow dashboard for the store (bound to 127.0.0.1 unless asked)."""
+    import subprocess
+
+    from interplay.tracking import tracking_uri
+
+    store = tracking_uri(uri)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("the dashboard will be reachable from other machines on %s", host)
+    console.print(f"MLflow dashboard for {store} at http://{host}:{port} (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store]
+    cmd += ["--host", host, "--port", str(port)]
+    try:
+        subprocess.run(cmd, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def _os_error_message(err: OSError) -> str | None:
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full{where}: free space or choose another folder with --out"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where}: choose a writable folder with --out, or fix permissions"
+    return None
+
+
+def main() -> None:
+    """Entry point: user errors end in one message and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Abort:
+        console.print("interrupted")
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+    except UserError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; results written so far are kept")
+        sys.exit(130)
+    except OSError as err:
+        message = _os_error_message(err)
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {message}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""One tracked run: build, train and log a resolved study to MLflow.
+
+Shared by `interplay train` (a single run) and the study runner (one child run per trial
+replicate), so both log the same params, tags and artifacts.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from interplay.config import Study
+from interplay.tracking import MLflowSink, environment_tags, flatten
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from interplay.data import DataSplits
+    from interplay.models import ModelSummary
+    from interplay.training import EpochCallback, RunResult
+
+logger = logging.getLogger(__name__)
+
+# Sections that describe the study rather than this run's training; logged as artifacts.
+NOT_PARAMS = ("hypothesis", "budgets", "report", "description")
+
+
+def study_params(study: Study) -> dict[str, Any]:
+    """Every setting of a resolved study as flat dotted keys (`optimizer.lr` style)."""
+    dumped = study.model_dump(mode="json", exclude=set(NOT_PARAMS))
+    return flatten(dumped)
+
+
+def summary_text(summary: ModelSummary) -> str:
+    from rich.console import Console
+
+    from interplay.models import render_summary
+
+    console = Console(file=io.StringIO(), width=120, record=True)
+    console.print(render_summary(summary))
+    return console.export_text()
+
+
+def tracked_run(
+    study: Study,
+    data: DataSplits,
+    sink: MLflowSink,
+    *,
+    extra_params: Mapping[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: Progress | None = None,
+    evaluate_test: bool = False,
+) -> RunResult:
+    """Train a resolved study, logging to an open MLflow run, and close that run.
+
+    The run ends FINISHED, or FAILED with the reason (a non-finite loss, an error), or
+    KILLED when interrupted; a pruned run ends FINISHED with its state tag 'pruned'.
+    """
+    from interplay.training import Trainer
+
+    status = "FAILED"
+    reason = "interrupted"
+    try:
+        trainer = Trainer(
+            study,
+            data,
+            sink=sink,
+            on_epoch=on_epoch,
+            progress=progress,
+            evaluate_test=evaluate_test,
+        )
+        params = {**study_params(study), **trainer.engine.as_params(), **dict(extra_params or {})}
+        sink.log_params(params)
+        sink.set_tags(environment_tags(data.name, trainer.engine.device.type))
+        sink.log_text(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False), "study.yaml")
+        model_summary = getattr(trainer.model, "summary", None)
+        if model_summary is not None:
+            sink.log_text(summary_text(model_summary), "model_summary.txt")
+        result = trainer.run()
+        final = {f"final_{k}": v for k, v in result.final.items() if k != "lr"}
+        if result.test_acc is not None:
+            final.update(test_acc=result.test_acc, test_loss=result.test_loss or 0.0)
+        if final:
+            sink.log_metrics(final, step=result.epochs_done)
+        sink.set_tags({"state": result.state, "stopped_early": str(result.stopped_early).lower()})
+        status = "FAILED" if result.state == "failed" else "FINISHED"
+        reason = result.reason
+        return result
+    except KeyboardInterrupt:
+        status, reason = "KILLED", "interrupted by the user"
+        raise
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        try:
+            sink.close(status, reason)  # type: ignore[arg-type]
+        except Exception as err:  # the run's own error matters more than a failed close
+            logger.warning("could not close MLflow run %s: %s", sink.run_id, err)

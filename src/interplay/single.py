@@ -1,0 +1,66 @@
+"""`interplay train`: one tracked run of a study."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from interplay.training import RunResult
+
+logger = logging.getLogger(__name__)
+
+
+def epoch_progress(console: Console, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    )
+
+
+def train_single(
+    path: Path,
+    sets: list[str],
+    budget: str | None,
+    uri: str | None,
+    *,
+    test: bool,
+    quiet: bool,
+    console: Console,
+) -> RunResult:
+    from interplay.data import load_data
+    from interplay.studyfile import load_study
+    from interplay.tracking import MLflowSink, tracking_uri
+
+    study_file = load_study(path, sets, budget)
+    study = study_file.base()
+    data = load_data(study.data, with_test=test)
+    logger.info(
+        "%s: %d train / %d validation images from %s",
+        data.name,
+        len(data.train_y),
+        len(data.val_y),
+        data.source,
+    )
+    store = tracking_uri(uri)
+    sink = MLflowSink(store, experiment=study.name, run_name=f"{study.name}-seed{study.training.seed}")
+    from interplay.runs import tracked_run
+
+    with epoch_progress(console, quiet) as progress:
+        result = tracked_run(study, data, sink, progress=progress, evaluate_test=test)
+    final = result.final
+    if result.state == "failed":
+        logger.error("run %s failed: %s", sink.run_id, result.reason)
+    else:
+        line = f"val_acc {100 * final['val_acc']:.2f}% after {result.epochs_done} epochs"
+        if result.test_acc is not None:
+            line += f", test_acc {100 * result.test_acc:.2f}%"
+        console.print(f"run {sink.run_id} ({study.name}): {line}; MLflow store {store}")
+    return result

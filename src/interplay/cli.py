@@ -6,13 +6,14 @@ Heavy libraries (torch, mlflow, optuna) are imported inside the commands that ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 
@@ -53,24 +54,32 @@ OutOpt = Annotated[
 
 @app.callback()
 def configure(
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log lines.")] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors.")] = False,
+    ctx: typer.Context,
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="More log lines.")
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Only warnings and errors.")
+    ] = False,
 ) -> None:
     """interplay: from one study file to MLflow runs, interaction statistics and an A4 report."""
     from rich.logging import RichHandler
 
+    # MLflow configures its own logger on import; this keeps its INFO lines off the console.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose > 1 else "WARNING")
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.basicConfig(
+        level=logging.WARNING, handlers=[handler], format="%(message)s", force=True
+    )
     logging.getLogger("interplay").setLevel(level)
     for noisy in ("alembic", "mlflow", "optuna"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
-    ctx = click.get_current_context()
     ctx.obj = {"quiet": quiet}
 
 
-def _quiet() -> bool:
-    obj: dict[str, Any] = click.get_current_context().find_root().obj or {}
+def _quiet(ctx: typer.Context) -> bool:
+    obj: dict[str, Any] = ctx.find_root().obj or {}
     return bool(obj.get("quiet"))
 
 
@@ -111,6 +120,7 @@ def summary(study: StudyArg, sets: SetOpt = None, budget: BudgetOpt = None) -> N
 
 @app.command()
 def train(
+    ctx: typer.Context,
     study: StudyArg,
     sets: SetOpt = None,
     budget: BudgetOpt = None,
@@ -122,7 +132,77 @@ def train(
     """Train one run of the study (params at their first level) and log it to MLflow."""
     from interplay.single import train_single
 
-    train_single(study, sets or [], budget, uri, test=test, quiet=_quiet(), console=console)
+    train_single(study, sets or [], budget, uri, test=test, quiet=_quiet(ctx), console=console)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    study: StudyArg,
+    sets: SetOpt = None,
+    budget: BudgetOpt = None,
+    out_dir: OutOpt = None,
+    uri: UriOpt = None,
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes.")] = 1,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL (a database server).")
+    ] = None,
+    new: Annotated[
+        bool, typer.Option("--new", help="Start a fresh study; the old folder is kept aside.")
+    ] = False,
+) -> None:
+    """Run every trial of a study (resumes where it stopped)."""
+    from interplay.runner import run_study
+
+    paths = run_study(
+        study,
+        sets or [],
+        budget=budget,
+        out=out_dir,
+        storage=storage,
+        tracking=uri,
+        workers=workers,
+        new=new,
+        quiet=_quiet(ctx),
+        console=console,
+    )
+    console.print(f"study finished; results in {paths.root}")
+
+
+@app.command()
+def status(
+    study: StudyArg,
+    sets: SetOpt = None,
+    budget: BudgetOpt = None,
+    out_dir: OutOpt = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
+) -> None:
+    """Show the trials of a study: params, seeds done, mean and sd of val_acc, state."""
+    from interplay.results import status_table
+    from interplay.study import results_dir
+    from interplay.studyfile import load_study
+
+    paths = results_dir(load_study(study, sets or [], budget), out_dir)
+    out.print(status_table(paths, storage))
+
+
+@app.command()
+def export(
+    study: StudyArg,
+    csv: Annotated[Path, typer.Option("--csv", help="The CSV file to write.")],
+    sets: SetOpt = None,
+    budget: BudgetOpt = None,
+    out_dir: OutOpt = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
+) -> None:
+    """Write one row per run: params, seed, state, final and per-epoch metrics."""
+    from interplay.results import export_csv
+    from interplay.study import results_dir
+    from interplay.studyfile import load_study
+
+    paths = results_dir(load_study(study, sets or [], budget), out_dir)
+    rows = export_csv(paths, csv, storage)
+    console.print(f"{rows} runs written to {csv}")
 
 
 @app.command()
@@ -142,10 +222,8 @@ def ui(
     console.print(f"MLflow dashboard for {store} at http://{host}:{port} (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store]
     cmd += ["--host", host, "--port", str(port)]
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(cmd, check=False)
-    except KeyboardInterrupt:
-        pass
 
 
 def _os_error_message(err: OSError) -> str | None:
@@ -160,13 +238,8 @@ def _os_error_message(err: OSError) -> str | None:
 def main() -> None:
     """Entry point: user errors end in one message and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Abort:
-        console.print("interrupted")
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+        # Typer itself turns usage errors (unknown flag, bad value) into exit code 2.
+        app()
     except UserError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(2)

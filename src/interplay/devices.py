@@ -83,7 +83,9 @@ def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto")
     and CUDA, where the convolution kernels are faster in that layout), fp32 otherwise.
     `INTERPLAY_PRECISION` overrides `auto`, for benchmarks and tests.
     """
-    precision = os.environ.get("INTERPLAY_PRECISION", precision) if precision == "auto" else precision
+    precision = (
+        os.environ.get("INTERPLAY_PRECISION", precision) if precision == "auto" else precision
+    )
     if precision == "auto":
         precision = "bf16" if native_bf16(device) else "fp32"
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -42,15 +42,10 @@ def train_single(
     study_file = load_study(path, sets, budget)
     study = study_file.base()
     data = load_data(study.data, with_test=test)
-    logger.info(
-        "%s: %d train / %d validation images from %s",
-        data.name,
-        len(data.train_y),
-        len(data.val_y),
-        data.source,
-    )
     store = tracking_uri(uri)
-    sink = MLflowSink(store, experiment=study.name, run_name=f"{study.name}-seed{study.training.seed}")
+    sink = MLflowSink(
+        store, experiment=study.name, run_name=f"{study.name}-seed{study.training.seed}"
+    )
     from interplay.runs import tracked_run
 
     with epoch_progress(console, quiet) as progress:

@@ -13,7 +13,11 @@ from interplay.studyfile import StudyFile, format_params, grid_points, load_stud
 
 logger = logging.getLogger(__name__)
 
-_KNOWN_SHAPES = {"fashion-mnist": ((1, 28, 28), 10), "mnist": ((1, 28, 28), 10), "digits": ((1, 8, 8), 10)}
+_KNOWN_SHAPES = {
+    "fashion-mnist": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "digits": ((1, 8, 8), 10),
+}
 
 
 def data_shape(cfg: DataConfig) -> tuple[tuple[int, int, int], int]:

@@ -227,13 +227,13 @@ class Trainer:
             # Remember the first step whose loss was not finite, without waiting on the device.
             first_bad = (~torch.isfinite(loss)) & (bad_step < 0)
             bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
-            if (step + 1) % NONFINITE_CHECK_EVERY == 0 or step + 1 == steps:
-                if bad_step.item() >= 0:
-                    raise NonFiniteLoss(
-                        f"the training loss became {loss_sum.item():.4g} (not finite) at epoch "
-                        f"{epoch}, step {bad_step.item() + 1}; lower optimizer.lr or add "
-                        "normalization"
-                    )
+            check = (step + 1) % NONFINITE_CHECK_EVERY == 0 or step + 1 == steps
+            if check and bad_step.item() >= 0:
+                raise NonFiniteLoss(
+                    f"the training loss became {loss_sum.item():.4g} (not finite) at epoch "
+                    f"{epoch}, step {bad_step.item() + 1}; lower optimizer.lr or add "
+                    "normalization"
+                )
             if task is not None and self.progress is not None:
                 self.progress.advance(task)
         if engine.device.type == "cuda":
@@ -301,7 +301,9 @@ class Trainer:
                     break
                 if patience is not None and since_best >= patience:
                     result.stopped_early = True
-                    logger.info("early stopping: val_loss has not improved for %d epochs", patience)
+                    logger.info(
+                        "early stopping: val_loss has not improved for %d epochs", patience
+                    )
                     break
         except NonFiniteLoss as err:
             result.state, result.reason = "failed", str(err)

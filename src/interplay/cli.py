@@ -98,7 +98,7 @@ def data(
     for name in fetch or []:
         where = datasets.fetch(name)
         console.print(f"{name}: ready in {where}")
-    table = Table("dataset", "found", "where", "train", "test")
+    table = Table("dataset", "found", "where", "train", "test", "note")
     for info in datasets.describe():
         table.add_row(
             info.name,
@@ -106,6 +106,7 @@ def data(
             str(info.location or "-"),
             str(info.train_size or "-"),
             str(info.test_size or "-"),
+            info.detail or "",
         )
     out.print(table)
 

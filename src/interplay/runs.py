@@ -54,6 +54,7 @@ def tracked_run(
     on_epoch: EpochCallback | None = None,
     progress: Progress | None = None,
     evaluate_test: bool = False,
+    epoch_log_level: int = logging.INFO,
 ) -> RunResult:
     """Train a resolved study, logging to an open MLflow run, and close that run.
 
@@ -72,6 +73,7 @@ def tracked_run(
             on_epoch=on_epoch,
             progress=progress,
             evaluate_test=evaluate_test,
+            epoch_log_level=epoch_log_level,
         )
         params = {**study_params(study), **trainer.engine.as_params(), **dict(extra_params or {})}
         sink.log_params(params)

@@ -315,9 +315,12 @@ def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     out: list[int | str] = []
     for i, part in enumerate(loc):
         after_index = i > 0 and isinstance(loc[i - 1], int)
-        if isinstance(part, str) and after_index and part in LAYER_KINDS and out[-2:-1] == [
-            "layers"
-        ]:
+        if (
+            isinstance(part, str)
+            and after_index
+            and part in LAYER_KINDS
+            and out[-2:-1] == ["layers"]
+        ):
             continue
         if isinstance(part, str) and part.startswith("function-"):
             continue

@@ -288,7 +288,13 @@ class Worker:
             "config_id": cid,
         }
         result = tracked_run(
-            seeded, data, sink, extra_params=extra, on_epoch=on_epoch, progress=self.progress
+            seeded,
+            data,
+            sink,
+            extra_params=extra,
+            on_epoch=on_epoch,
+            progress=self.progress,
+            epoch_log_level=logging.DEBUG,
         )
         record = replicate_record(result, seed, sink.run_id)
         value = record["final"].get("val_acc")

@@ -154,6 +154,8 @@ class Trainer:
         on_epoch: called after each epoch; returning True prunes the run.
         progress: a Rich Progress to show the epoch bar in; none for quiet runs.
         evaluate_test: also evaluate the held-out test set once at the end.
+        model: a ready model to train instead of building one from the study.
+        epoch_log_level: level of the one-line-per-epoch log (DEBUG inside a study).
     """
 
     def __init__(
@@ -166,9 +168,11 @@ class Trainer:
         progress: Progress | None = None,
         evaluate_test: bool = False,
         model: nn.Module | None = None,
+        epoch_log_level: int = logging.INFO,
     ) -> None:
         from interplay.models import build_model
 
+        self.epoch_log_level = epoch_log_level
         self.cfg = study.training
         self.study = study
         self.data = data
@@ -260,8 +264,8 @@ class Trainer:
                 val_loss, val_acc = evaluate(self.model, self.val_x, self.val_y, self.engine)
                 if not math.isfinite(val_loss):
                     raise NonFiniteLoss(
-                        f"the validation loss became {val_loss} at epoch {epoch}; "
-                        "lower optimizer.lr"
+                        f"the validation loss became {val_loss} (not finite) at epoch {epoch}; "
+                        "lower optimizer.lr or add normalization"
                     )
                 metrics.update(
                     val_loss=val_loss,
@@ -272,7 +276,8 @@ class Trainer:
                 result.history.append(metrics)
                 if self.sink is not None:
                     self.sink.log_metrics(metrics, step=epoch)
-                logger.info(
+                logger.log(
+                    self.epoch_log_level,
                     "epoch %d/%d: train_loss %.4f  train_acc %.2f%%  val_loss %.4f  "
                     "val_acc %.2f%%  %.1fs  %.0f img/s",
                     epoch,

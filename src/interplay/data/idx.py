@@ -32,7 +32,16 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
-_REDOWNLOAD = "replace it with a fresh copy (interplay data --fetch <dataset>)"
+_REPLACE = "replace it with an intact copy (`interplay data --fetch NAME` downloads one)"
+
+
+class IdxError(DataError):
+    """A defect of one IDX file: `problem` says what is wrong, without the file's name."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}; {_REPLACE}")
+        self.path = path
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -72,14 +81,16 @@ def read_idx(path: str | Path, *, ndim: int | None = None) -> np.ndarray:
 
     got = len(raw) - header.offset
     if got < header.payload_bytes:
-        raise DataError(
-            f"{path}: truncated IDX file: its header promises {_describe(header)} "
-            f"({header.payload_bytes} bytes) but only {got} bytes follow; {_REDOWNLOAD}"
+        raise IdxError(
+            path,
+            f"truncated IDX file: its header promises {_describe(header)} "
+            f"({header.payload_bytes} bytes) but only {got} bytes follow",
         )
     if got > header.payload_bytes:
-        raise DataError(
-            f"{path}: corrupt IDX file: {got - header.payload_bytes} bytes follow the "
-            f"{_describe(header)} its header promises; {_REDOWNLOAD}"
+        raise IdxError(
+            path,
+            f"corrupt IDX file: {got - header.payload_bytes} bytes follow the "
+            f"{_describe(header)} its header promises",
         )
 
     values = np.frombuffer(raw, dtype=header.dtype, count=header.count, offset=header.offset)
@@ -123,55 +134,51 @@ def _read(path: Path, *, size: int | None) -> bytes:
     except PermissionError:
         raise DataError(f"{path}: permission denied; make the file readable") from None
     except EOFError:
-        raise DataError(
-            f"{path}: truncated gzip stream (the file ends before the compressed data does); "
-            f"{_REDOWNLOAD}"
+        raise IdxError(
+            path, "truncated gzip stream (the file ends before the compressed data does)"
         ) from None
     except (gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"{path}: corrupt gzip stream ({e}); {_REDOWNLOAD}") from None
+        raise IdxError(path, f"corrupt gzip stream ({e})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read the file ({e})") from None
 
 
 def _parse_header(raw: bytes, path: Path, *, ndim: int | None) -> IdxHeader:
     if len(raw) < 4:
-        raise DataError(
-            f"{path}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic "
-            f"number; {_REDOWNLOAD}"
+        raise IdxError(
+            path, f"truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number"
         )
     if raw[:2] != b"\x00\x00":
         hint = " (an HTML page, not data?)" if raw[:1] == b"<" else ""
-        raise DataError(
-            f"{path}: not an IDX file: the magic number must start with two zero bytes, "
-            f"found {raw[:2].hex(' ')}{hint}; {_REDOWNLOAD}"
+        raise IdxError(
+            path,
+            f"not an IDX file: the magic number must start with two zero bytes, "
+            f"found {raw[:2].hex(' ')}{hint}",
         )
 
     code, dims = raw[2], raw[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise DataError(
-            f"{path}: bad IDX magic number: unknown data type code 0x{code:02X} "
-            f"(known: {known}); {_REDOWNLOAD}"
+        raise IdxError(
+            path, f"bad IDX magic number: unknown data type code 0x{code:02X} (known: {known})"
         )
     if dims == 0:
-        raise DataError(f"{path}: bad IDX magic number: 0 dimensions; {_REDOWNLOAD}")
+        raise IdxError(path, "bad IDX magic number: 0 dimensions")
     if ndim is not None and dims != ndim:
-        raise DataError(
-            f"{path}: IDX file has {dims} dimensions where {ndim} are expected; is it the "
-            f"right file? {_REDOWNLOAD}"
+        raise IdxError(
+            path, f"IDX file has {dims} dimensions where {ndim} are expected (the wrong file?)"
         )
 
     offset = 4 + 4 * dims
     if len(raw) < offset:
-        raise DataError(
-            f"{path}: truncated IDX header: {dims} dimensions need {offset} header bytes, "
-            f"the file has {len(raw)}; {_REDOWNLOAD}"
+        raise IdxError(
+            path,
+            f"truncated IDX header: {dims} dimensions need {offset} header bytes, "
+            f"the file has {len(raw)}",
         )
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=dims, offset=4))
     if 0 in shape:
-        raise DataError(
-            f"{path}: IDX header declares an empty dimension (shape {shape}); {_REDOWNLOAD}"
-        )
+        raise IdxError(path, f"IDX header declares an empty dimension (shape {shape})")
     return IdxHeader(dtype=IDX_DTYPES[code], shape=shape, offset=offset)
 
 

@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from interplay.errors import DataError
 
@@ -75,6 +74,9 @@ def stratified_split(
             f"{setting}: {len(y)} images split {n_kept}/{n_held} leave a part with fewer "
             f"images than the {len(present)} classes; use more images or a share nearer 0.5"
         )
+
+    # Imported here: scikit-learn adds ~1 s to every CLI start otherwise.
+    from sklearn.model_selection import train_test_split
 
     # sklearn apportions the held-out count over the classes (largest remainders) for us.
     kept, held = train_test_split(

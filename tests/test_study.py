@@ -1,0 +1,229 @@
+"""Studies on real Fashion-MNIST subsets: counts and states in the Optuna storage and MLflow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from interplay.errors import ConfigError
+from interplay.results import load_optuna_study, results_table
+from interplay.runner import run_study
+from interplay.study import INTERRUPTED, StudyPaths
+
+from .conftest import small_cnn
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def grid_study(
+    dropout: list[float], norm: list[str], seeds: int, subset: int = 10, epochs: int = 1
+) -> dict[str, Any]:
+    raw = small_cnn(epochs=epochs, batch_size=32)
+    raw["name"] = "grid"
+    raw["data"]["subset"] = subset
+    block = raw["model"]["blocks"][0]
+    block["layers"][1]["kind"] = "${norm}"
+    block["layers"].append({"type": "dropout", "p": "${dropout}"})
+    raw["search"] = {
+        "params": {"dropout": {"values": dropout}, "norm": {"values": norm}},
+        "seeds": seeds,
+    }
+    return raw
+
+
+def children(uri: str, experiment: str) -> list[Any]:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def parents(uri: str, experiment: str) -> list[Any]:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+
+
+def test_run_study_grid_3x4_two_seeds(write_study, tmp_path: Path, mlflow_uri: str) -> None:
+    path = write_study(grid_study([0.0, 0.25, 0.5], ["none", "batch", "layer", "group"], 2))
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+
+    study = load_optuna_study(StudyPaths(out))
+    trials = study.get_trials()
+    assert len(trials) == 12
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({(t.params["dropout"], t.params["norm"]) for t in trials}) == 12
+
+    assert len(parents(mlflow_uri, "grid")) == 1
+    runs = children(mlflow_uri, "grid")
+    assert len(runs) == 24
+    assert all(r.info.status == "FINISHED" for r in runs)
+    pairs = Counter((r.data.params["param.dropout"], r.data.params["param.norm"]) for r in runs)
+    assert set(pairs.values()) == {2}
+    one = runs[0]
+    assert one.data.params["model.blocks.0.layers.1.kind"] == one.data.params["param.norm"]
+    assert one.data.params["model.blocks.0.layers.4.p"] == one.data.params["param.dropout"]
+    assert {r.data.params["seed"] for r in runs} == {"0", "1"}
+    assert len(one.data.metrics) >= 5
+
+    table = results_table(StudyPaths(out))
+    assert len(table) == 24
+    assert table["val_acc"].between(0.2, 1.0).all()  # 10 classes: chance is 0.1
+    assert {"param.dropout", "param.norm", "val_acc@1", "config_id"} <= set(table.columns)
+
+
+def test_run_study_resume_counts_nothing_twice(write_study, tmp_path: Path, mlflow_uri: str) -> None:
+    path = write_study(grid_study([0.0, 0.5], ["none", "batch"], 2))
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+    assert len(load_optuna_study(StudyPaths(out)).get_trials()) == 4
+    assert len(children(mlflow_uri, "grid")) == 8
+
+
+def test_run_study_changed_settings_refused(write_study, tmp_path: Path, mlflow_uri: str) -> None:
+    raw = grid_study([0.0], ["none", "batch"], 1)
+    path = write_study(raw)
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+    with pytest.raises(ConfigError, match=r"(?s)training.epochs: 1 -> 2.*--new"):
+        run_study(path, ["training.epochs=2"], out=out, tracking=mlflow_uri, quiet=True)
+    run_study(path, ["training.epochs=2"], out=out, tracking=mlflow_uri, quiet=True, new=True)
+    assert len(list(tmp_path.glob("results.*"))) == 1
+
+
+def test_run_study_failures_recorded_and_study_completes(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
+    raw = grid_study([0.0], ["batch"], 1)
+    # Three repeats of conv+pool shrink 28 -> 3; a 5x5 kernel then cannot fit the map.
+    raw["model"]["blocks"][0]["repeat"] = "${depth}"
+    raw["model"]["blocks"][0]["layers"][0]["kernel"] = "${kernel}"
+    raw["model"]["blocks"][0]["layers"][0]["padding"] = 0
+    raw["training"]["optimizer"] = {"name": "sgd", "lr": "${lr}", "momentum": 0.9}
+    raw["search"]["params"] |= {
+        "depth": {"values": [1, 3]},
+        "kernel": {"values": [5]},
+        "lr": {"values": [0.01, 1000.0]},
+    }
+    out = tmp_path / "results"
+    run_study(write_study(raw), [], out=out, tracking=mlflow_uri, quiet=True)
+
+    trials = load_optuna_study(StudyPaths(out)).get_trials()
+    by = {(t.params["depth"], t.params["lr"]): t for t in trials}
+    assert len(trials) == 4
+    assert by[(1, 0.01)].state == TrialState.COMPLETE
+    for lr in (0.01, 1000.0):
+        impossible = by[(3, lr)]
+        assert impossible.state == TrialState.FAIL
+        assert "smaller than" in impossible.user_attrs["reason"]
+        assert impossible.user_attrs["rep0"]["duration_s"] == 0.0
+    diverged = by[(1, 1000.0)]
+    assert diverged.state == TrialState.FAIL
+    assert "not finite" in diverged.user_attrs["reason"]
+
+    runs = children(mlflow_uri, "grid")
+    assert Counter(r.info.status for r in runs) == {"FINISHED": 1, "FAILED": 3}
+    failed_reasons = [r.data.tags["interplay.reason"] for r in runs if r.info.status == "FAILED"]
+    assert sum("not finite" in reason for reason in failed_reasons) == 1
+
+
+def _trial_counts(out: Path) -> int:
+    try:
+        study = load_optuna_study(StudyPaths(out))
+    except Exception:
+        return 0
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE)
+
+
+def test_run_study_sigkill_then_resume_exact(write_study, tmp_path: Path, mlflow_uri: str) -> None:
+    path = write_study(grid_study([0.0, 0.5], ["none", "batch", "group"], 2, subset=30, epochs=2))
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "interplay.cli", "-q", "run", str(path), "--out", str(out)]
+    cmd += ["--tracking-uri", mlflow_uri]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path)
+    deadline = time.time() + 240
+    while _trial_counts(out) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.3)  # inside the next trial's training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = _trial_counts(out)
+    assert 2 <= done_before < 6
+
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+
+    study = load_optuna_study(StudyPaths(out))
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    assert len({t.user_attrs["config_id"] for t in complete}) == 6
+    assert all(t.user_attrs.get("reason") == INTERRUPTED for t in trials if t not in complete)
+    table = results_table(StudyPaths(out))
+    assert len(table) == 12
+    assert not table.duplicated(["config_id", "seed"]).any()
+
+    runs = children(mlflow_uri, "grid")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 12
+    assert len({(r.data.tags["config_id"], r.data.tags["seed"]) for r in finished}) == 12
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+    assert set(table["run_id"]) == {r.info.run_id for r in finished}
+
+
+def test_run_study_two_workers_no_lock_failures(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
+    path = write_study(grid_study([0.0, 0.25, 0.5], ["none", "batch"], 2))
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True, workers=2)
+    trials = load_optuna_study(StudyPaths(out)).get_trials()
+    assert len(trials) == 6
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    runs = children(mlflow_uri, "grid")
+    assert len(runs) == 12
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_run_study_random_search_with_pruner(write_study, tmp_path: Path, mlflow_uri: str) -> None:
+    raw = grid_study([0.0], ["batch"], 1, epochs=3)
+    raw["training"]["optimizer"]["lr"] = "${lr}"
+    raw["search"] = {
+        "params": {
+            "dropout": {"low": 0.0, "high": 0.5},
+            "norm": {"values": ["none", "batch"]},
+            "lr": {"low": 1e-4, "high": 1e-1, "log": True},
+        },
+        "method": "tpe",
+        "trials": 6,
+        "pruner": "median",
+    }
+    out = tmp_path / "results"
+    run_study(write_study(raw), [], out=out, tracking=mlflow_uri, quiet=True)
+    trials = load_optuna_study(StudyPaths(out)).get_trials()
+    assert len(trials) == 6
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert all(1e-4 <= t.params["lr"] <= 1e-1 for t in trials)
+
+
+def test_run_study_search_without_budget_refused(write_study, tmp_path: Path) -> None:
+    raw = grid_study([0.0, 0.5], ["batch"], 1)
+    raw["search"]["method"] = "random"
+    with pytest.raises(ConfigError, match="search.trials or search.timeout"):
+        run_study(write_study(raw), [], out=tmp_path / "r", quiet=True)

@@ -87,7 +87,9 @@ def test_run_study_grid_3x4_two_seeds(write_study, tmp_path: Path, mlflow_uri: s
     assert {"param.dropout", "param.norm", "val_acc@1", "config_id"} <= set(table.columns)
 
 
-def test_run_study_resume_counts_nothing_twice(write_study, tmp_path: Path, mlflow_uri: str) -> None:
+def test_run_study_resume_counts_nothing_twice(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
     path = write_study(grid_study([0.0, 0.5], ["none", "batch"], 2))
     out = tmp_path / "results"
     run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)

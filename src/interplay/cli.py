@@ -98,7 +98,8 @@ def data(
     for name in fetch or []:
         where = datasets.fetch(name)
         console.print(f"{name}: ready in {where}")
-    table = Table("dataset", "found", "where", "train", "test", "note")
+    table = Table("dataset", "found", "where", "train", "test")
+    notes = []
     for info in datasets.describe():
         table.add_row(
             info.name,
@@ -106,9 +107,12 @@ def data(
             str(info.location or "-"),
             str(info.train_size or "-"),
             str(info.test_size or "-"),
-            info.detail or "",
         )
+        if info.detail:
+            notes.append(f"{info.name}: {info.detail}")
     out.print(table)
+    for note in notes:
+        out.print(note, highlight=False)
 
 
 @app.command()

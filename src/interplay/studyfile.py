@@ -10,6 +10,7 @@ import difflib
 import itertools
 import logging
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -101,7 +102,13 @@ def load_study(
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read study file {p}: {err}") from None
-    return load_study_text(text, path=p, overrides=overrides, budget=budget)
+    study_file = load_study_text(text, path=p, overrides=overrides, budget=budget)
+    if study_file.base().model.factory is not None:
+        # A model factory usually lives next to its study file: make that folder importable.
+        folder = str(p.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    return study_file
 
 
 def load_study_text(

@@ -1,0 +1,93 @@
+"""The command line as a user meets it: exit codes, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import STUDIES, small_cnn
+
+
+def interplay(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "interplay.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300, check=False)
+
+
+def assert_user_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    text = " ".join((done.stderr + done.stdout).split())
+    for word in words:
+        assert word in text
+
+
+def test_cli_help_lists_commands() -> None:
+    done = interplay("--help")
+    assert done.returncode == 0
+    for command in ("summary", "train", "run", "status", "export", "data", "ui"):
+        assert command in done.stdout
+
+
+def test_cli_summary_prints_shapes_params_macs() -> None:
+    done = interplay("summary", str(STUDIES / "baseline.yaml"))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "32x14x14" in text.replace(" ", "") or "32×14×14" in text
+    # conv32 (320 - bias folded into BN: 288) ... total params of the reference CNN
+    assert "421" in text  # about 0.42 M parameters
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        ({"trainig": {}}, ["unknown key", "did you mean 'training'"]),
+        ({"training": {"epochs": "many"}}, ["training.epochs", "integer"]),
+        ({"training": {"optimizer": {"name": "adamax"}}}, ["training.optimizer.name", "'sgd'"]),
+    ],
+)
+def test_cli_config_error_exit_2(write_study, edit: dict[str, object], words: list[str]) -> None:
+    raw = small_cnn()
+    raw.update(edit)
+    assert_user_error(interplay("summary", str(write_study(raw))), *words)
+
+
+def test_cli_yaml_syntax_error_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nmodel: {blocks: [\n")
+    assert_user_error(interplay("summary", str(path)), "broken.yaml line", "YAML syntax error")
+
+
+def test_cli_impossible_architecture_exit_2(write_study) -> None:
+    raw = small_cnn()
+    raw["model"]["blocks"][0]["repeat"] = 6  # 28 -> 14 -> 7 -> 3 -> 1 -> pool 2 cannot fit
+    assert_user_error(interplay("summary", str(write_study(raw))), "block1", "pool", "repeat")
+
+
+def test_cli_bad_set_exit_2(write_study) -> None:
+    path = str(write_study(small_cnn()))
+    assert_user_error(interplay("summary", path, "--set", "training.lr"), "dotted.key=value")
+
+
+def test_cli_unknown_flag_exit_2() -> None:
+    done = interplay("summary", str(STUDIES / "baseline.yaml"), "--sett", "x=1")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_missing_study_file_exit_2(tmp_path: Path) -> None:
+    assert_user_error(interplay("summary", str(tmp_path / "none.yaml")), "not found")
+
+
+def test_cli_status_without_results_exit_2(write_study, tmp_path: Path) -> None:
+    path = str(write_study(small_cnn()))
+    done = interplay("status", path, "--out", str(tmp_path / "nothing"))
+    assert_user_error(done, "run `interplay run STUDY` first")
+
+
+def test_cli_missing_dataset_exit_2(write_study, tmp_path: Path, monkeypatch) -> None:
+    raw = small_cnn()
+    raw["data"] = {"dataset": "folder", "root": str(tmp_path / "no-such-folder")}
+    assert_user_error(interplay("train", str(write_study(raw))), "data.root")

@@ -211,6 +211,54 @@ def export(
 
 
 @app.command()
+def analyze(
+    study: StudyArg,
+    sets: SetOpt = None,
+    budget: BudgetOpt = None,
+    out_dir: OutOpt = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="val_acc (default) or val_loss.")
+    ] = None,
+    epoch: Annotated[
+        str | None,
+        typer.Option("--epoch", help="Compare at this epoch, or 'common' (last one all reached)."),
+    ] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
+) -> None:
+    """Measure effects and pairwise interactions with their uncertainty; draw the figures."""
+    from interplay.errors import ConfigError
+    from interplay.postprocess import analyze_study, open_study
+
+    if epoch is not None and epoch != "common" and not epoch.isdigit():
+        raise ConfigError(f"--epoch {epoch}: give an epoch number or 'common'")
+    if metric is not None and metric not in ("val_acc", "val_loss"):
+        raise ConfigError(f"--metric {metric}: use val_acc or val_loss")
+    study_file, paths = open_study(study, sets or [], budget, out_dir)
+    chosen = int(epoch) if epoch is not None and epoch.isdigit() else epoch
+    analyze_study(study_file, paths, metric=metric, epoch=chosen, alpha=alpha)
+    console.print(f"analysis written to {paths.analysis}")
+
+
+@app.command()
+def report(
+    study: StudyArg,
+    sets: SetOpt = None,
+    budget: BudgetOpt = None,
+    out_dir: OutOpt = None,
+    test: Annotated[
+        bool,
+        typer.Option("--test/--no-test", help="Evaluate the best configuration on the test set."),
+    ] = True,
+) -> None:
+    """Write the one-page A4 report (report.pdf and report.md) of an analyzed study."""
+    from interplay.postprocess import open_study, report_study
+
+    study_file, paths = open_study(study, sets or [], budget, out_dir)
+    files = report_study(study_file, paths, test=test)
+    console.print(f"report written: {files.pdf} and {files.md}")
+
+
+@app.command()
 def ui(
     uri: UriOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind; keep 127.0.0.1.")] = "127.0.0.1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -18,6 +19,7 @@ from interplay.tracking import MLflowSink, environment_tags, flatten
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from torch import nn
 
     from interplay.data import DataSplits
     from interplay.models import ModelSummary
@@ -45,6 +47,25 @@ def summary_text(summary: ModelSummary) -> str:
     return console.export_text()
 
 
+def save_checkpoint(model: nn.Module, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    # Written aside and renamed, so a kill never leaves a half-written checkpoint behind.
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(model: nn.Module, path: Path) -> nn.Module:
+    import torch
+
+    # weights_only: a checkpoint is data, never code to run.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model
+
+
 def tracked_run(
     study: Study,
     data: DataSplits,
@@ -55,11 +76,14 @@ def tracked_run(
     progress: Progress | None = None,
     evaluate_test: bool = False,
     epoch_log_level: int = logging.INFO,
+    checkpoint: Path | None = None,
 ) -> RunResult:
     """Train a resolved study, logging to an open MLflow run, and close that run.
 
-    The run ends FINISHED, or FAILED with the reason (a non-finite loss, an error), or
-    KILLED when interrupted; a pruned run ends FINISHED with its state tag 'pruned'.
+    A complete run's weights are saved to `checkpoint` (a state dict: tensors only, so it
+    loads with `weights_only=True`). The run ends FINISHED, or FAILED with the reason (a
+    non-finite loss, an error), or KILLED when interrupted; a pruned run ends FINISHED with
+    its state tag 'pruned'.
     """
     from interplay.training import Trainer
 
@@ -83,6 +107,8 @@ def tracked_run(
         if model_summary is not None:
             sink.log_text(summary_text(model_summary), "model_summary.txt")
         result = trainer.run()
+        if checkpoint is not None and result.state == "complete":
+            save_checkpoint(trainer.model, checkpoint)
         final = {f"final_{k}": v for k, v in result.final.items() if k != "lr"}
         if result.test_acc is not None:
             final.update(test_acc=result.test_acc, test_loss=result.test_loss or 0.0)

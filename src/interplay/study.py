@@ -10,6 +10,9 @@ Layout of a study's results folder (`results/<study>/`):
     spec.json        the search space and training settings the study was started with
     hypothesis.json  the hypothesis as first recorded, with its timestamp
     mlflow.json      tracking URI, experiment and the parent run's id
+    checkpoints/     the final weights of each complete run (<config_id>-s<seed>.pt)
+    analysis/        results.csv, summary.json and figures (`interplay analyze`)
+    test.json        the best configuration's test accuracy, evaluated once
     lock             held by the process that runs the study
 """
 
@@ -68,6 +71,13 @@ class StudyPaths:
     def analysis(self) -> Path:
         return self.root / "analysis"
 
+    @property
+    def test(self) -> Path:
+        return self.root / "test.json"
+
+    def checkpoint(self, config_id: str, seed: int) -> Path:
+        return self.root / "checkpoints" / f"{config_id}-s{seed}.pt"
+
 
 def results_dir(study_file: StudyFile, out: Path | None) -> StudyPaths:
     return StudyPaths(out if out is not None else Path("results") / study_file.name)
@@ -81,6 +91,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    # Optuna logs every trial at INFO on its own handler; interplay logs its own line per run.
+    if not logger.isEnabledFor(logging.DEBUG):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     if url.startswith("journal:"):
         path = url.removeprefix("journal:")

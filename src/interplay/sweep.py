@@ -295,6 +295,7 @@ class Worker:
             on_epoch=on_epoch,
             progress=self.progress,
             epoch_log_level=logging.DEBUG,
+            checkpoint=self.ctx.paths.checkpoint(cid, seed),
         )
         record = replicate_record(result, seed, sink.run_id)
         value = record["final"].get("val_acc")

@@ -1,0 +1,129 @@
+"""`interplay analyze` and `interplay report`: from a study's stored runs to numbers and a page."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from interplay.errors import UserError
+from interplay.study import StudyPaths, results_dir
+from interplay.studyfile import StudyFile, load_study
+
+if TYPE_CHECKING:
+    from interplay.analysis.summary import AnalysisResult
+
+logger = logging.getLogger(__name__)
+
+
+def recorded_hypothesis(paths: StudyPaths) -> dict[str, Any] | None:
+    if not paths.hypothesis.exists():
+        return None
+    return dict(json.loads(paths.hypothesis.read_text()))
+
+
+def log_to_parent(paths: StudyPaths, files: list[Path], folder: str | None) -> None:
+    """Attach files to the study's MLflow parent run, leaving its status as it is."""
+    from interplay.tracking import MLflowSink
+
+    if not paths.mlflow.exists():
+        logger.warning("no MLflow parent run recorded in %s; files not logged", paths.root)
+        return
+    info = json.loads(paths.mlflow.read_text())
+    sink = MLflowSink(info["tracking_uri"], info["experiment"], run_id=info["parent_run_id"])
+    for path in files:
+        sink.log_artifact(path, folder)
+
+
+def analyze_study(
+    study_file: StudyFile,
+    paths: StudyPaths,
+    *,
+    metric: str | None = None,
+    epoch: int | str | None = None,
+    alpha: float = 0.05,
+) -> AnalysisResult:
+    """Analyze a study's runs into `results/<study>/analysis/` and log it to MLflow."""
+    from interplay.analysis.summary import analyze
+    from interplay.analysis.table import params_from_search
+    from interplay.config import Claim
+    from interplay.results import load_optuna_study, results_table
+
+    table = results_table(paths)
+    if not study_file.search.params:
+        raise UserError("search.params is empty: a study needs params to analyze")
+    design = str(load_optuna_study(paths).user_attrs.get("design", study_file.search.method))
+    # The claims as recorded before the first run, not as possibly edited since.
+    recorded = recorded_hypothesis(paths)
+    raw_claims = (
+        recorded["claims"] if recorded else study_file.base().hypothesis.model_dump()["claims"]
+    )
+    claims = [Claim.model_validate(c) for c in raw_claims]
+    result = analyze(
+        table,
+        params_from_search(study_file.search),
+        method=design,
+        metric=metric or study_file.search.metric,
+        epoch=epoch,  # type: ignore[arg-type]
+        claims=claims,
+        alpha=alpha,
+        out_dir=paths.analysis,
+    )
+    files = [paths.analysis / "results.csv", paths.analysis / "summary.json"]
+    log_to_parent(paths, files, "analysis")
+    figures = sorted((paths.analysis / "figures").glob("*"))
+    log_to_parent(paths, figures, "analysis/figures")
+    return result
+
+
+def load_summary(paths: StudyPaths) -> dict[str, Any]:
+    path = paths.analysis / "summary.json"
+    if not path.exists():
+        raise UserError(f"no analysis in {paths.analysis}: run `interplay analyze STUDY` first")
+    return dict(json.loads(path.read_text()))
+
+
+def reflection_text(study_file: StudyFile) -> str:
+    """The user's reflection: text in the study file, or a file named there, next to it."""
+    text = study_file.base().report.reflection.strip()
+    if not text or "\n" in text or study_file.path is None:
+        return text
+    candidate = study_file.path.parent / text
+    if candidate.is_file():
+        return candidate.read_text(encoding="utf-8").strip()
+    return text
+
+
+def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True) -> Any:
+    """Write report.pdf and report.md for an analyzed study and log both to MLflow."""
+    from interplay.report import write_report
+    from interplay.results import results_table
+    from interplay.testset import evaluate_best
+
+    if not (paths.analysis / "summary.json").exists():
+        analyze_study(study_file, paths)
+    summary = load_summary(paths)
+    best = summary.get("best")
+    test_record = evaluate_best(study_file, paths, best) if test and best else None
+    table = results_table(paths)
+    files = write_report(
+        study_file.base(),
+        summary,
+        paths.root,
+        analysis_dir=paths.analysis,
+        hypothesis=recorded_hypothesis(paths),
+        test=test_record,
+        reflection=reflection_text(study_file),
+        compute_s=float(table["duration_s"].sum()),
+        study_dir=study_file.path.parent if study_file.path else None,
+    )
+    log_to_parent(paths, [files.pdf, files.md], "report")
+    return files
+
+
+def open_study(
+    path: Path, sets: list[str], budget: str | None, out: Path | None
+) -> tuple[StudyFile, StudyPaths]:
+    study_file = load_study(path, sets, budget)
+    return study_file, results_dir(study_file, out)

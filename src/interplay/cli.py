@@ -78,9 +78,14 @@ def configure(
     ctx.obj = {"quiet": quiet}
 
 
-def _quiet(ctx: typer.Context) -> bool:
+def _quiet(ctx: typer.Context, here: bool = False) -> bool:
     obj: dict[str, Any] = ctx.find_root().obj or {}
-    return bool(obj.get("quiet"))
+    if here:
+        logging.getLogger("interplay").setLevel(logging.WARNING)
+    return here or bool(obj.get("quiet"))
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or per-epoch lines.")]
 
 
 @app.command()
@@ -133,11 +138,14 @@ def train(
     test: Annotated[
         bool, typer.Option("--test", help="Also evaluate the held-out test set once.")
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train one run of the study (params at their first level) and log it to MLflow."""
     from interplay.single import train_single
 
-    train_single(study, sets or [], budget, uri, test=test, quiet=_quiet(ctx), console=console)
+    train_single(
+        study, sets or [], budget, uri, test=test, quiet=_quiet(ctx, quiet), console=console
+    )
 
 
 @app.command()
@@ -155,6 +163,7 @@ def run(
     new: Annotated[
         bool, typer.Option("--new", help="Start a fresh study; the old folder is kept aside.")
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run every trial of a study (resumes where it stopped)."""
     from interplay.runner import run_study
@@ -168,7 +177,7 @@ def run(
         tracking=uri,
         workers=workers,
         new=new,
-        quiet=_quiet(ctx),
+        quiet=_quiet(ctx, quiet),
         console=console,
     )
     console.print(f"study finished; results in {paths.root}")

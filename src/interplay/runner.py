@@ -52,9 +52,7 @@ def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str
                 reason = "interrupted: the process running it was stopped"
                 client.set_tag(run.info.run_id, "interplay.reason", reason)
                 client.set_tag(run.info.run_id, "state", "failed")
-                with_retries(
-                    lambda r=run: client.set_terminated(r.info.run_id, status="FAILED"), "end"
-                )
+                end_failed(client, run.info.run_id)
                 logger.info(
                     "MLflow run %s was interrupted earlier: marked FAILED", run.info.run_id
                 )
@@ -87,6 +85,12 @@ def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str
         )
     )
     return sink.run_id
+
+
+def end_failed(client: Any, run_id: str) -> None:
+    from interplay.tracking import with_retries
+
+    with_retries(lambda: client.set_terminated(run_id, status="FAILED"), "end run")
 
 
 def close_parent_run(paths: StudyPaths, uri: str, status: str) -> None:

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from interplay.errors import ConfigError, UserError
 from interplay.studyfile import StudyFile, grid_points
@@ -266,7 +266,9 @@ def prepare(
     else:
         paths.spec.write_text(json.dumps(spec, indent=2))
 
-    direction = "maximize" if study_file.search.metric == "val_acc" else "minimize"
+    direction: Literal["maximize", "minimize"] = (
+        "maximize" if study_file.search.metric == "val_acc" else "minimize"
+    )
     base = study_file.base()
     study = optuna.create_study(
         study_name=study_file.name,

@@ -384,7 +384,9 @@ def best_line(study: optuna.Study) -> str:
     if not complete:
         return "study"
     maximize = study.direction.name == "MAXIMIZE"
-    best = max(complete, key=lambda t: t.value if maximize else -(t.value or math.inf))
+    sign = 1.0 if maximize else -1.0
+    # A COMPLETE trial always has a value.
+    best = max(complete, key=lambda t: sign * float(t.value or 0.0))
     value = best.value or 0.0
     shown = f"{100 * value:.2f}%" if maximize else f"{value:.4f}"
     return f"best {shown} ({format_params(best.params)})"

@@ -176,7 +176,7 @@ class MLflowSink:
             items.append(Param(key, text))
         for start in range(0, len(items), 100):
             chunk = items[start : start + 100]
-            with_retries(lambda c=chunk: self.client.log_batch(self.run_id, params=c), "params")
+            self._send(params=chunk)
         if too_long:
             logger.warning(
                 "params %s are longer than MLflow stores (%d characters): shortened, with the "
@@ -201,7 +201,10 @@ class MLflowSink:
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), 1000):
             chunk = pending[start : start + 1000]
-            with_retries(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c), "metrics")
+            self._send(metrics=chunk)
+
+    def _send(self, **batch: Any) -> None:
+        with_retries(lambda: self.client.log_batch(self.run_id, **batch), "log batch")
 
     def log_text(self, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

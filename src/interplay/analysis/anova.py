@@ -69,11 +69,16 @@ class AnovaResult:
 
     def why_not(self, *params: str) -> str | None:
         """Why a term was left out of the model, or None."""
-        label = ":".join(params)
         for item in self.not_estimable:
             if set(item["term"].split(":")) == set(params):
                 return item["why"]
-        return None if self.term(*params) else f"{label} is not in the model"
+        if self.term(*params):
+            return None
+        for name in params:
+            for note in self.notes:
+                if note.startswith(f"param {name} "):
+                    return note
+        return f"{':'.join(params)} is not in the model"
 
 
 def factor_codes(prepared: Prepared) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -189,6 +194,8 @@ def estimable_terms(
         terms = mains
         rank = np.linalg.matrix_rank(design_matrix(codes, terms)[0])
     if pairs and n - rank <= 0 and terms != mains:
+        # TODO: Tukey's one-degree-of-freedom test could still test a multiplicative
+        # interaction without replicates; statsmodels has none, so it is not offered yet.
         why = (
             "no replicates: with one run per configuration the interaction is all that is left "
             "as residual, so it cannot be tested; train more seeds"
@@ -224,7 +231,10 @@ def grid_anova(prepared: Prepared) -> tuple[AnovaResult, dict[str, np.ndarray], 
         )
     total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
     result = AnovaResult(method, formula, [], resid_df, 0.0, None, dropped, notes)
-    if not terms or resid_df <= 0:
+    if not terms:
+        notes.append("no param varies among the compared runs: nothing to test")
+        return result, codes, terms
+    if resid_df <= 0:
         notes.append("too few runs for any test: each configuration needs more seeds")
         return result, codes, terms
     frame = pd.DataFrame({names[n]: [f"L{c}" for c in codes[n]] for n in codes})
@@ -253,16 +263,16 @@ def grid_anova(prepared: Prepared) -> tuple[AnovaResult, dict[str, np.ndarray], 
         table = anova_lm(fit, typ=2)
     for term in terms:
         row = table.loc[":".join(f"C({names[n]})" for n in term)]
-        ss = float(row["sum_sq"])
+        term_ss = float(row["sum_sq"])
         result.terms.append(
             AnovaTerm(
                 term=":".join(term),
                 params=term,
                 df=int(round(row["df"])),
-                sum_sq=ss,
+                sum_sq=term_ss,
                 f=_finite(row["F"]),
                 p=_finite(row["PR(>F)"]),
-                partial_eta2=ss / (ss + resid) if ss + resid > 0 else None,
+                partial_eta2=term_ss / (term_ss + resid) if term_ss + resid > 0 else None,
             )
         )
     result.residual_ss = float(table.loc["Residual", "sum_sq"])

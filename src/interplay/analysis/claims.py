@@ -108,6 +108,8 @@ def evaluate_claims(
     for i, claim in enumerate(claims):
         text = claim_text(claim, evidence.prepared.metric.name)
         if claim.within and claim.kind != "beats":
+            # TODO: restricting an effect or interaction claim means refitting the model on
+            # the subset; until then only beats claims honour `within`.
             logger.warning("claim %d: 'within' applies to beats claims only; ignored", i)
         if claim.kind == "interaction":
             verdict, reason, method, stat = _interaction(claim, evidence, alpha, min_effect)

@@ -183,6 +183,8 @@ def pair_effects(prepared: Prepared, y: np.ndarray, a: str, b: str) -> PairEffec
     observed = grid[:, :, 0]
     boot = y.shape[1] > 1
 
+    # TODO: the interval of the largest contrast ignores that it was picked as the largest;
+    # a max-|contrast| bootstrap (re-picking in every resample) would cover that.
     contrast, contrast_ci, contrast_levels = None, None, None
     best = 0.0
     for a1, a2 in itertools.combinations(range(ka), 2):

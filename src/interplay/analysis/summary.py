@@ -168,6 +168,9 @@ def analyze(
         analysis = "factorial ANOVA (statsmodels, type II) with bootstrap intervals"
     else:
         anova = regression_anova(prepared)
+        # TODO: level means of a search design get no interval (a bootstrap over
+        # configurations would give one), so effect claims there never end "not supported"
+        # by size, only by a significant opposite trend.
         mains = main_effects(prepared, prepared.runs["value"].to_numpy(dtype=float)[:, None])
         importance = fanova_importance(prepared, n_boot=n_boot_surrogate, seed=seed)
         strengths, r2 = surrogate_interactions(prepared, n_boot=n_boot_surrogate, seed=seed)
@@ -239,13 +242,13 @@ def analyze(
     )
     if out_dir is not None:
         write_outputs(result, table, Path(out_dir))
-    if ranked:
+    if ranked and ranked[0]["strength"] is not None:
         top = ranked[0]
         logger.info(
             "strongest interaction: %s (%s %.3g)",
             " x ".join(top["params"]),
             top["strength_measure"],
-            top["strength"] if top["strength"] is not None else float("nan"),
+            top["strength"],
         )
     return result
 

@@ -282,6 +282,9 @@ def prepare(
 
     values = pd.to_numeric(table[column], errors="coerce") * info.scale
     exclude(~np.isfinite(values.to_numpy(dtype=float)), "missing metric: not finite or empty")
+    if not keep.any():
+        counts = ", ".join(f"{k} {v}" for k, v in _counts(exclusions).items())
+        raise TableError(f"no run is left to compare: all {len(table)} were excluded ({counts})")
     runs = table.loc[keep].copy()
     runs["value"] = values[keep].astype(float)
     _check_configs(runs, params)
@@ -346,7 +349,7 @@ def level_index(param: ParamInfo, value: Any) -> int:
     """The position of a value among the param's levels, or -1."""
     for i, level in enumerate(param.levels or []):
         if param.kind == "numeric" and _is_number(value) and _is_number(level):
-            if math.isclose(float(value), float(level), rel_tol=1e-9, abs_tol=1e-12):
+            if math.isclose(float(value), float(level), rel_tol=1e-6, abs_tol=1e-12):
                 return i
         elif value == level or str(value) == str(level):
             return i
@@ -358,14 +361,15 @@ def level_codes(param: ParamInfo, values: pd.Series) -> np.ndarray:
 
 
 def format_level(value: Any) -> str:
-    """A short readable label: 0.001 -> 1e-03, 0.5 -> 0.5, 'batch' -> batch."""
+    """A short readable label: 0.001 -> 1e-3, 0.00025 -> 2.5e-4, 0.5 -> 0.5, 'batch'."""
     if isinstance(value, bool) or not _is_number(value):
         return str(value)
     x = float(value)
     if x == int(x) and abs(x) < 1e5:
         return str(int(x))
     if abs(x) < 1e-2 or abs(x) >= 1e5:
-        return f"{x:.0e}"
+        mantissa, exponent = f"{x:.1e}".split("e")
+        return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
     return f"{x:.3g}"
 
 
@@ -395,6 +399,7 @@ class Levels:
 
     `codes` gives each run's level (0..K-1); `positions` places the levels on an axis (the
     value itself for numeric params, the bin's center for bins, 0..K-1 for categorical).
+    `labels` name the levels (a bin by its range); `ticks` label the positions.
     """
 
     param: ParamInfo
@@ -403,6 +408,10 @@ class Levels:
     positions: list[float]
     values: list[Any]
     binned: bool
+
+    @property
+    def ticks(self) -> list[str]:
+        return [format_level(x) for x in self.positions] if self.binned else self.labels
 
 
 def discretize(param: ParamInfo, values: pd.Series, bins: int = 4) -> Levels:

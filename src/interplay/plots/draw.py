@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 import numpy as np
@@ -58,7 +58,9 @@ STYLE: dict[str, Any] = {
 
 @contextmanager
 def _style() -> Iterator[None]:
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context():
+        # The stubs type rcParams keys as literals; the keys above are valid rc names.
+        matplotlib.rcParams.update(cast(Any, STYLE))
         yield
 
 
@@ -73,7 +75,7 @@ def _x_axis(ax: Axes, positions: list[float], labels: list[str], log: bool, cat:
     ax.set_xticks(positions, labels)
     if cat or len(labels) > 4:
         for tick in ax.get_xticklabels():
-            tick.set_rotation(30 if max((len(t) for t in labels), default=0) > 4 else 0)
+            tick.set_rotation(30 if max((len(t) for t in labels), default=0) > 6 else 0)
             tick.set_horizontalalignment("right" if tick.get_rotation() else "center")
     if cat:
         ax.set_xlim(-0.5, len(positions) - 0.5)
@@ -108,7 +110,10 @@ def plot_heatmap(info: HeatmapInfo) -> Figure:
         fig = _figure(WIDTH_IN, max(HEIGHT_IN, 0.9 + 0.38 * len(info.y_labels)))
         ax = fig.add_subplot()
         grid = np.array([[np.nan if v is None else v for v in row] for row in info.mean])
-        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        # Categorical rows read top-down in study order; numeric ones grow upwards.
+        image = ax.imshow(
+            grid, cmap="viridis", aspect="auto", origin="upper" if info.y_categorical else "lower"
+        )
         ax.grid(False)
         ax.set_xticks(range(len(info.x_labels)), info.x_labels)
         ax.set_yticks(range(len(info.y_labels)), info.y_labels)
@@ -134,7 +139,7 @@ def plot_heatmap(info: HeatmapInfo) -> Figure:
         if info.best is not None:
             j, i = info.best
             ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, lw=1.6, ec="red"))
-        ax.set_title(f"{info.y_param} x {info.x_param}: mean ± sd over seeds")
+        ax.set_title(f"{info.y_param} x {info.x_param}: mean ± sd over {info.over}")
     return fig
 
 
@@ -147,7 +152,7 @@ def plot_interaction(info: InteractionInfo) -> Figure:
             x = _dodge(series, k, len(info.lines), info.x_log, info.x_categorical)
             _errorbar(ax, x, series, label=series.label)
         _x_axis(ax, info.x_positions, info.x_labels, info.x_log, info.x_categorical)
-        ax.set_xlabel(info.x_param + (" (log scale)" if info.x_log else ""))
+        ax.set_xlabel(_x_label(info.x_param, info.x_log, info.x_binned))
         ax.set_ylabel(info.metric_label)
         ax.set_title(f"{info.line_param} x {info.x_param} (bars: {info.error})", fontsize=7)
         fig.legend(loc="outside right upper", title=info.line_param, frameon=False)
@@ -175,7 +180,12 @@ def _panels(info: MainEffectsInfo, title: str) -> Figure:
 def _panel(ax: Axes, panel: Panel) -> None:
     _errorbar(ax, np.asarray(panel.series.x, dtype=float), panel.series)
     _x_axis(ax, panel.positions, panel.labels, panel.log, panel.categorical)
-    ax.set_xlabel(panel.param + (" (log)" if panel.log else ""))
+    ax.set_xlabel(_x_label(panel.param, panel.log, panel.binned))
+
+
+def _x_label(param: str, log: bool, binned: bool) -> str:
+    notes = [n for n, on in (("log scale", log), ("binned, at bin centers", binned)) if on]
+    return f"{param} ({', '.join(notes)})" if notes else param
 
 
 def plot_main_effects(info: MainEffectsInfo) -> Figure:

@@ -22,7 +22,7 @@ from interplay.analysis.table import Levels, Prepared, discretize, metric_info
 logger = logging.getLogger(__name__)
 
 ERROR_BARS = "95% CI of the mean over runs"
-BAND = "+-1 sd over runs"
+BAND = "±1 sd over runs"
 
 
 @dataclass
@@ -39,6 +39,8 @@ class HeatmapInfo:
     best: tuple[int, int] | None
     metric_label: str
     binned: bool
+    y_categorical: bool
+    over: str = "seeds"
 
 
 @dataclass
@@ -61,6 +63,7 @@ class InteractionInfo:
     x_positions: list[float]
     x_log: bool
     x_categorical: bool
+    x_binned: bool
     lines: list[Series]
     metric_label: str
     error: str = ERROR_BARS
@@ -73,6 +76,7 @@ class Panel:
     positions: list[float]
     log: bool
     categorical: bool
+    binned: bool
     series: Series
 
 
@@ -125,6 +129,13 @@ def _mean_ci(values: np.ndarray) -> tuple[float | None, float | None, float | No
     return mean, mean - float(half), mean + float(half)
 
 
+def _over(prepared: Prepared, cells: np.ndarray) -> str:
+    """'seeds' when each cell holds one configuration's replicates, else 'runs'."""
+    configs = prepared.runs["config_id"].to_numpy()
+    per_cell = pd.Series(configs).groupby(cells).nunique()
+    return "seeds" if bool((per_cell <= 1).all()) else "runs"
+
+
 def _levels(prepared: Prepared, name: str) -> Levels:
     p = prepared.param(name)
     return discretize(p, prepared.runs[p.column])
@@ -173,6 +184,8 @@ def get_heatmap_info(prepared: Prepared, x: str, y: str) -> HeatmapInfo:
         best=best,
         metric_label=prepared.metric.axis_label,
         binned=lx.binned or ly.binned,
+        y_categorical=prepared.param(y).kind == "categorical",
+        over=_over(prepared, lx.codes * len(ly.labels) + ly.codes),
     )
 
 
@@ -196,12 +209,14 @@ def get_interaction_info(prepared: Prepared, x: str, line: str) -> InteractionIn
     return InteractionInfo(
         x_param=x,
         line_param=line,
-        x_labels=lx.labels,
+        x_labels=lx.ticks,
         x_positions=list(lx.positions),
         x_log=px.log,
         x_categorical=px.kind == "categorical",
+        x_binned=lx.binned,
         lines=lines,
         metric_label=prepared.metric.axis_label,
+        error=f"95% CI of the mean over {_over(prepared, lx.codes * len(ll.labels) + ll.codes)}",
     )
 
 
@@ -215,10 +230,11 @@ def get_main_effects_info(prepared: Prepared, metric: str | None = None) -> Main
         panels.append(
             Panel(
                 param=p.name,
-                labels=levels.labels,
+                labels=levels.ticks,
                 positions=list(levels.positions),
                 log=p.log,
                 categorical=p.kind == "categorical",
+                binned=levels.binned,
                 series=_series(p.name, levels, values, everything & np.isfinite(values)),
             )
         )

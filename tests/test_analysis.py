@@ -300,3 +300,27 @@ def test_analyze_no_params_gives_best_and_noise_only() -> None:
 
     assert result.interactions == [] and result.summary["best"]["n"] == 4
     assert result.summary["anova"]["terms"] == []
+
+
+def test_regression_anova_few_runs_falls_back_to_main_effects() -> None:
+    from interplay.analysis.anova import regression_anova
+    from interplay.analysis.table import prepare
+
+    drop = ParamInfo("dropout", "numeric")
+    norm = ParamInfo("norm", "categorical", levels=["none", "batch", "group"])
+    lr = ParamInfo("lr", "numeric", log=True)
+
+    def mean(c: Mapping[str, Any]) -> float:
+        return 80.0 + 4.0 * math.log10(c["lr"] / 1e-3)
+
+    ranges = {"dropout": (0.0, 0.5), "lr": (1e-4, 1e-1)}
+    table = simulate_table(
+        [drop, norm, lr], mean, design="random", seeds=1, trials=12, ranges=ranges, seed=3
+    )
+    anova = regression_anova(prepare(table, [drop, norm, lr], "val_acc", None))
+    assert anova.residual_df >= 2
+    assert any("interaction" in note and "left out" in note for note in anova.notes)
+    lr_term = anova.term("lr")
+    assert lr_term is not None and lr_term.p is not None and lr_term.p < 0.01
+    assert anova.term("lr", "norm") is None
+    assert "left out" in (anova.why_not("lr", "norm") or "")

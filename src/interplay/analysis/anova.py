@@ -78,6 +78,9 @@ class AnovaResult:
             for note in self.notes:
                 if note.startswith(f"param {name} "):
                     return note
+        left_out = [n for n in self.notes if "left out" in n or "nothing to test" in n]
+        if left_out:
+            return left_out[-1]
         return f"{':'.join(params)} is not in the model"
 
 
@@ -321,19 +324,37 @@ def regression_anova(prepared: Prepared) -> AnovaResult:
         "categorical params as factors, interactions as products of the linear parts; each "
         "term by a nested-model F test against the model of the terms not containing it"
     )
-    terms = list(pieces)
-    formula = "value ~ " + (" + ".join(pieces.values()) if pieces else "1")
-    result = AnovaResult(method, formula, [], 0, 0.0, None, [], notes)
+    # Too few runs for every term leaves no residual to test against: fall back to simpler
+    # models (no interactions, then linear trends only) and say so, rather than test nothing.
+    simpler = {t: v for t, v in pieces.items() if len(t) == 1}
+    candidates = [
+        (pieces, ""),
+        (simpler, "pairwise interaction terms left out: too few runs to estimate them"),
+        (
+            {(n,): linear[n] for n in linear},
+            "interaction and quadratic terms left out: too few runs to estimate them",
+        ),
+    ]
     y = frame["value"].to_numpy()
-    if not terms or float(np.ptp(y)) == 0:
+    result = AnovaResult(method, "value ~ 1", [], 0, 0.0, None, [], notes)
+    if not pieces or float(np.ptp(y)) == 0:
         notes.append("nothing to test: no varying param or a constant metric")
         return result
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        full = smf.ols(formula, data=frame).fit()
-        if full.df_resid <= 0 or full.ssr <= _ZERO * full.centered_tss:
+        for chosen, note in candidates:
+            formula = "value ~ " + " + ".join(chosen.values())
+            full = smf.ols(formula, data=frame).fit()
+            if full.df_resid >= 2 and full.ssr > _ZERO * full.centered_tss:
+                break
+        else:
             notes.append("no residual left (too few runs for the model): nothing to test")
             return result
+        if note:
+            notes.append(note)
+        pieces = chosen
+        terms = list(pieces)
+        result.formula = formula
         result.residual_df = int(full.df_resid)
         result.residual_ss = float(full.ssr)
         result.residual_sd = float(np.sqrt(full.mse_resid))

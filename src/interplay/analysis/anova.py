@@ -342,17 +342,18 @@ def regression_anova(prepared: Prepared) -> AnovaResult:
         return result
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        fitted = None
         for chosen, note in candidates:
             formula = "value ~ " + " + ".join(chosen.values())
             full = smf.ols(formula, data=frame).fit()
             if full.df_resid >= 2 and full.ssr > _ZERO * full.centered_tss:
+                fitted = chosen
+                notes.extend([note] if note else [])
                 break
-        else:
+        if fitted is None:
             notes.append("no residual left (too few runs for the model): nothing to test")
             return result
-        if note:
-            notes.append(note)
-        pieces = chosen
+        pieces = fitted
         terms = list(pieces)
         result.formula = formula
         result.residual_df = int(full.df_resid)

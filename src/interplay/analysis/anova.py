@@ -327,7 +327,7 @@ def regression_anova(prepared: Prepared) -> AnovaResult:
     # Too few runs for every term leaves no residual to test against: fall back to simpler
     # models (no interactions, then linear trends only) and say so, rather than test nothing.
     simpler = {t: v for t, v in pieces.items() if len(t) == 1}
-    candidates = [
+    candidates: list[tuple[dict[Term, str], str]] = [
         (pieces, ""),
         (simpler, "pairwise interaction terms left out: too few runs to estimate them"),
         (

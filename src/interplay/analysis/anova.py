@@ -326,14 +326,12 @@ def regression_anova(prepared: Prepared) -> AnovaResult:
     )
     # Too few runs for every term leaves no residual to test against: fall back to simpler
     # models (no interactions, then linear trends only) and say so, rather than test nothing.
-    simpler = {t: v for t, v in pieces.items() if len(t) == 1}
+    simpler: dict[Term, str] = {t: v for t, v in pieces.items() if len(t) == 1}
+    linear_only: dict[Term, str] = {(n,): linear[n] for n in linear}
     candidates: list[tuple[dict[Term, str], str]] = [
         (pieces, ""),
         (simpler, "pairwise interaction terms left out: too few runs to estimate them"),
-        (
-            {(n,): linear[n] for n in linear},
-            "interaction and quadratic terms left out: too few runs to estimate them",
-        ),
+        (linear_only, "interaction and quadratic terms left out: too few runs to estimate them"),
     ]
     y = frame["value"].to_numpy()
     result = AnovaResult(method, "value ~ 1", [], 0, 0.0, None, [], notes)

@@ -117,8 +117,9 @@ def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True)
         reflection=reflection_text(study_file),
         compute_s=float(table["duration_s"].sum()),
         study_dir=study_file.path.parent if study_file.path else None,
+        study_file=study_file,
     )
-    log_to_parent(paths, [files.pdf, files.md], "report")
+    log_to_parent(paths, [files.pdf, files.md, files.typ], "report")
     return files
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import logging
 import re
 from collections.abc import Callable
@@ -252,25 +253,11 @@ def compile_pdf(source: str, root: Path) -> bytes:
 
 
 def pdf_pages(data: bytes) -> list[tuple[float, float]]:
-    """Width and height in points of each page of a PDF.
+    """Width and height in points of each page of a PDF."""
+    from pypdf import PdfReader
 
-    Written by hand because no PDF reader is a dependency: Typst writes page objects as
-    plain dictionaries (not inside compressed object streams), each with its MediaBox.
-    """
-    # TODO: page objects inside compressed object streams (PDF 1.5+, not what Typst writes)
-    # are not seen; switch to pypdf if it becomes a dependency.
-    out = []
-    for match in re.finditer(rb"/Type\s*/Page(?![A-Za-z])", data):
-        start = data.rfind(b"obj", 0, match.start())
-        end = data.find(b"endobj", match.end())
-        box = re.search(rb"/MediaBox\s*\[\s*([-\d.\s]+)\]", data[start:end])
-        if box is None:
-            box = re.search(rb"/MediaBox\s*\[\s*([-\d.\s]+)\]", data)
-        if box is None:
-            raise ValueError("a PDF page without a MediaBox")
-        x0, y0, x1, y1 = (float(v) for v in box.group(1).split())
-        out.append((x1 - x0, y1 - y0))
-    return out
+    reader = PdfReader(io.BytesIO(data))
+    return [(float(page.mediabox.width), float(page.mediabox.height)) for page in reader.pages]
 
 
 def fit_page(

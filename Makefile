@@ -34,8 +34,17 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
 
+# The main job: the reference CNN once, then study 1 (dropout x normalization) at the quick
+# budget, its analysis and its one-page report.
+DEMO_STUDY ?= studies/01-dropout-x-norm.yaml
+DEMO_BUDGET ?= quick
+
 demo: setup
 	$(VENV)/bin/interplay train studies/baseline.yaml
+	$(VENV)/bin/interplay run $(DEMO_STUDY) --budget $(DEMO_BUDGET)
+	$(VENV)/bin/interplay analyze $(DEMO_STUDY) --budget $(DEMO_BUDGET)
+	$(VENV)/bin/interplay report $(DEMO_STUDY) --budget $(DEMO_BUDGET)
+	@echo "Dashboard: make ui (or .venv/bin/interplay ui), then open http://127.0.0.1:5000"
 
 ui: setup
 	$(VENV)/bin/interplay ui

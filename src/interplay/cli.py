@@ -261,10 +261,14 @@ def report(
 ) -> None:
     """Write the one-page A4 report (report.pdf and report.md) of an analyzed study."""
     from interplay.postprocess import open_study, report_study
+    from interplay.results import mlflow_info
 
     study_file, paths = open_study(study, sets or [], budget, out_dir)
     files = report_study(study_file, paths, test=test)
-    console.print(f"report written: {files.pdf} and {files.md}")
+    console.print(f"report: {files.pdf} (one A4 page) and {files.md}", highlight=False)
+    store = mlflow_info(paths).get("tracking_uri")
+    if store:
+        console.print(f"MLflow store: {store} (the study's parent run holds both)", highlight=False)
 
 
 @app.command()

@@ -268,7 +268,7 @@ def report(
     console.print(f"report: {files.pdf} (one A4 page) and {files.md}", highlight=False)
     store = mlflow_info(paths).get("tracking_uri")
     if store:
-        console.print(f"MLflow store: {store} (the study's parent run holds both)", highlight=False)
+        console.print(f"MLflow store: {store} (in the study parent run)", highlight=False)
 
 
 @app.command()

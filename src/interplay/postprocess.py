@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ def analyze_study(
     alpha: float = 0.05,
 ) -> AnalysisResult:
     """Analyze a study's runs into `results/<study>/analysis/` and log it to MLflow."""
-    from interplay.analysis.summary import analyze
+    from interplay.analysis.summary import analyze as _analyze
     from interplay.analysis.table import params_from_search
     from interplay.config import Claim
     from interplay.results import load_optuna_study, results_table
@@ -60,16 +61,20 @@ def analyze_study(
         recorded["claims"] if recorded else study_file.base().hypothesis.model_dump()["claims"]
     )
     claims = [Claim.model_validate(c) for c in raw_claims]
-    result = analyze(
-        table,
-        params_from_search(study_file.search),
-        method=design,
-        metric=metric or study_file.search.metric,
-        epoch=epoch,  # type: ignore[arg-type]
-        claims=claims,
-        alpha=alpha,
-        out_dir=paths.analysis,
-    )
+    with warnings.catch_warnings():
+        # scipy warns of precision loss when replicates are identical; the analysis reports
+        # such cases itself (a constant metric, no variance), so the warning adds nothing.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="scipy")
+        result = _analyze(
+            table,
+            params_from_search(study_file.search),
+            method=design,
+            metric=metric or study_file.search.metric,
+            epoch=epoch,  # type: ignore[arg-type]
+            claims=claims,
+            alpha=alpha,
+            out_dir=paths.analysis,
+        )
     files = [paths.analysis / "results.csv", paths.analysis / "summary.json"]
     log_to_parent(paths, files, "analysis")
     figures = sorted((paths.analysis / "figures").glob("*"))

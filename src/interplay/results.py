@@ -112,12 +112,14 @@ def trial_summaries(study: optuna.Study) -> list[dict[str, Any]]:
 def status_table(paths: StudyPaths, storage: str | None = None) -> Table:
     from rich.table import Table
 
+    from interplay.analysis.table import format_level
+
     study = load_optuna_study(paths, storage)
     table = Table(title=f"{study.study_name}: trials, best first")
     for column in ("trial", "params", "seeds", "val_acc mean", "sd", "state"):
         table.add_column(column, justify="right" if column != "params" else "left")
     for s in trial_summaries(study):
-        params = ", ".join(f"{k}={v}" for k, v in s["params"].items())
+        params = ", ".join(f"{k}={format_level(v)}" for k, v in s["params"].items())
         mean = "-" if math.isnan(s["mean"]) else f"{100 * s['mean']:.2f}%"
         sd = "-" if math.isnan(s["sd"]) else f"{100 * s['sd']:.2f}"
         state = s["state"] + (f": {s['reason'][:60]}" if s["reason"] else "")

@@ -210,7 +210,7 @@ def _effect(claim: Claim, ev: Evidence, alpha: float, min_effect: float | None) 
         sign = 1.0 if claim.direction == "increasing" else -1.0
         trend = main.trend if main else None
         if significant and trend is not None and trend * sign > 0:
-            reason = f"p = {term.p:.3g} < {alpha} and the level means trend {claim.direction[:-3]}"
+            reason = f"p = {term.p:.3g} < {alpha} and the level means are {claim.direction}"
             return "supported", reason + f" (Spearman {trend:+.2f})", method, stat
         if significant and trend is not None and trend * sign < 0:
             reason = f"p = {term.p:.3g} < {alpha} but the level means trend the other way"

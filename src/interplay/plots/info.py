@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +120,9 @@ class ImportanceInfo:
     methods: list[str] = field(default_factory=list)
 
 
+Spread = Callable[[np.ndarray], tuple[float | None, float | None, float | None]]
+
+
 def _mean_ci(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
     if len(values) == 0:
         return None, None, None
@@ -127,6 +131,16 @@ def _mean_ci(values: np.ndarray) -> tuple[float | None, float | None, float | No
         return mean, None, None
     half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
     return mean, mean - float(half), mean + float(half)
+
+
+def _mean_sd(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    if len(values) == 0:
+        return None, None, None
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, None, None
+    sd = float(values.std(ddof=1))
+    return mean, mean - sd, mean + sd
 
 
 def _over(prepared: Prepared, cells: np.ndarray) -> str:
@@ -189,10 +203,12 @@ def get_heatmap_info(prepared: Prepared, x: str, y: str) -> HeatmapInfo:
     )
 
 
-def _series(label: str, levels: Levels, values: np.ndarray, mask: np.ndarray) -> Series:
+def _series(
+    label: str, levels: Levels, values: np.ndarray, mask: np.ndarray, spread: Spread = _mean_ci
+) -> Series:
     means, lows, highs, counts = [], [], [], []
     for i in range(len(levels.labels)):
-        mean, low, high = _mean_ci(values[mask & (levels.codes == i)])
+        mean, low, high = spread(values[mask & (levels.codes == i)])
         means.append(mean)
         lows.append(low)
         highs.append(high)
@@ -201,10 +217,17 @@ def _series(label: str, levels: Levels, values: np.ndarray, mask: np.ndarray) ->
 
 
 def get_interaction_info(prepared: Prepared, x: str, line: str) -> InteractionInfo:
-    """The metric against x, one line per level of `line`, 95% CIs over runs."""
+    """The metric against x, one line per level of `line`, bars of +-1 sd over seeds.
+
+    The sd, not a t interval: with the two or three seeds studies usually have, a 95% interval
+    of the mean is so wide (t = 12.7 at two seeds) that it hides the lines it should qualify;
+    the sd shows the seed-to-seed noise the heatmap annotates too.
+    """
     lx, ll = _levels(prepared, x), _levels(prepared, line)
     values = prepared.runs["value"].to_numpy(dtype=float)
-    lines = [_series(label, lx, values, ll.codes == k) for k, label in enumerate(ll.labels)]
+    lines = [
+        _series(label, lx, values, ll.codes == k, _mean_sd) for k, label in enumerate(ll.labels)
+    ]
     px = prepared.param(x)
     return InteractionInfo(
         x_param=x,
@@ -216,7 +239,7 @@ def get_interaction_info(prepared: Prepared, x: str, line: str) -> InteractionIn
         x_binned=lx.binned,
         lines=lines,
         metric_label=prepared.metric.axis_label,
-        error=f"95% CI of the mean over {_over(prepared, lx.codes * len(ll.labels) + ll.codes)}",
+        error=f"mean \u00b1 sd over {_over(prepared, lx.codes * len(ll.labels) + ll.codes)}",
     )
 
 

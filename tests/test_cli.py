@@ -91,3 +91,36 @@ def test_cli_missing_dataset_exit_2(write_study, tmp_path: Path, monkeypatch) ->
     raw = small_cnn()
     raw["data"] = {"dataset": "folder", "root": str(tmp_path / "no-such-folder")}
     assert_user_error(interplay("train", str(write_study(raw))), "data.root")
+
+
+def test_cli_alpha_out_of_range_exit_2() -> None:
+    done = interplay("analyze", str(STUDIES / "baseline.yaml"), "--alpha", "2")
+    assert_user_error(done, "--alpha 2.0", "between 0 and 0.5")
+
+
+def test_cli_export_to_path_under_a_file_exit_2(write_study, tmp_path: Path) -> None:
+    from interplay.runner import run_study
+
+    raw = small_cnn(epochs=1)
+    raw["data"]["subset"] = 10
+    raw["model"]["blocks"][0]["layers"][1]["kind"] = "${norm}"
+    raw["search"] = {"params": {"norm": {"values": ["none", "batch"]}}}
+    path = write_study(raw)
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=f"sqlite:///{tmp_path / 'm.db'}", quiet=True)
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    done = interplay("export", str(path), "--out", str(out), "--csv", str(blocker / "x.csv"))
+    assert_user_error(done, "cannot use", "afile", "choose another path")
+    assert (out / "optuna.journal").exists()
+
+
+def test_cli_ui_port_in_use_exit_2() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = interplay("ui", "--port", str(port))
+    assert_user_error(done, f"--port {port}", "cannot listen on 127.0.0.1")

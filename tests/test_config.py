@@ -169,3 +169,60 @@ def test_search_param_invalid_range(param: dict[str, object], message: str) -> N
 
     with pytest.raises(ConfigError, match=message):
         from_dict(raw)
+
+
+def test_load_study_duplicate_key_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: x\ntraining:\n  epochs: 1\n  epochs: 30\nmodel: {blocks: []}\n")
+    with pytest.raises(ConfigError, match=r"line 4.*'epochs' appears twice"):
+        load_study(path)
+
+
+def test_load_study_unquoted_placeholder_in_flow_mapping_hints_quotes(tmp_path: Path) -> None:
+    path = tmp_path / "ph.yaml"
+    path.write_text("name: x\nmodel: {blocks: [{layers: [{type: norm, kind: ${n}}]}]}\n")
+    with pytest.raises(ConfigError, match=r"placeholder needs quotes"):
+        load_study(path)
+
+
+def test_load_study_python_tag_is_not_evaluated(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo hacked']\nmodel: {}\n")
+    with pytest.raises(ConfigError, match="YAML syntax error"):
+        load_study(path)
+
+
+def test_search_param_declared_but_unused_is_error(write_study) -> None:
+    raw = small_cnn()
+    raw["search"] = {"params": {"width": {"values": [8, 16]}}}
+    with pytest.raises(ConfigError, match=r"search.params.width is declared but no setting"):
+        load_study(write_study(raw))
+
+
+def test_search_param_repeated_level_is_error(write_study) -> None:
+    raw = small_cnn()
+    raw["model"]["blocks"][0]["repeat"] = "${depth}"
+    raw["search"] = {"params": {"depth": {"values": [1, 1, 2]}}}
+    with pytest.raises(ConfigError, match=r"search.params.depth.values repeats 1"):
+        load_study(write_study(raw))
+
+
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        ({"kind": "interaction", "params": ["depth", "depht"]}, "'depht' is not a search param"),
+        ({"kind": "beats", "param": "norm", "level": "bacth", "other": "none"}, "not a level"),
+    ],
+)
+def test_load_study_claim_typo_refused_before_training(
+    write_study, claim: dict[str, object], message: str
+) -> None:
+    raw = small_cnn()
+    raw["model"]["blocks"][0]["repeat"] = "${depth}"
+    raw["model"]["blocks"][0]["layers"][1]["kind"] = "${norm}"
+    raw["search"] = {
+        "params": {"depth": {"values": [1, 2]}, "norm": {"values": ["none", "batch"]}}
+    }
+    raw["hypothesis"] = {"text": "t", "claims": [claim]}
+    with pytest.raises(ConfigError, match=message):
+        load_study(write_study(raw))

@@ -6,7 +6,6 @@ Heavy libraries (torch, mlflow, optuna) are imported inside the commands that ne
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -242,10 +241,11 @@ def analyze(
         raise ConfigError(f"--epoch {epoch}: give an epoch number or 'common'")
     if metric is not None and metric not in ("val_acc", "val_loss"):
         raise ConfigError(f"--metric {metric}: use val_acc or val_loss")
+    if not 0 < alpha < 0.5:
+        raise ConfigError(f"--alpha {alpha}: give a significance level between 0 and 0.5")
     study_file, paths = open_study(study, sets or [], budget, out_dir)
     chosen = int(epoch) if epoch is not None and epoch.isdigit() else epoch
     analyze_study(study_file, paths, metric=metric, epoch=chosen, alpha=alpha)
-    console.print(f"analysis written to {paths.analysis}")
 
 
 @app.command()
@@ -278,18 +278,25 @@ def ui(
     port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 5000,
 ) -> None:
     """Open the MLflow dashboard for the store (bound to 127.0.0.1 unless asked)."""
-    import subprocess
+    import socket
 
+    from interplay.errors import ConfigError
     from interplay.tracking import tracking_uri
 
     store = tracking_uri(uri)
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the dashboard will be reachable from other machines on %s", host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ConfigError(f"--port {port}: cannot listen on {host} ({err.strerror})") from None
     console.print(f"MLflow dashboard for {store} at http://{host}:{port} (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store]
-    cmd += ["--host", host, "--port", str(port)]
-    with contextlib.suppress(KeyboardInterrupt):
-        subprocess.run(cmd, check=False)
+    cmd += ["--host", host, "--port", str(port), "--workers", "1"]
+    # Replace this process, so that Ctrl-C and kill reach the dashboard itself.
+    os.execv(sys.executable, cmd)
 
 
 def _os_error_message(err: OSError) -> str | None:
@@ -298,6 +305,8 @@ def _os_error_message(err: OSError) -> str | None:
         return f"the disk is full{where}: free space or choose another folder with --out"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write{where}: choose a writable folder with --out, or fix permissions"
+    if err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOENT):
+        return f"cannot use{where}: {err.strerror}; choose another path"
     return None
 
 

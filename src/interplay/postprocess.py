@@ -8,8 +8,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from interplay.config import Claim
 from interplay.errors import UserError
-from interplay.study import StudyPaths, results_dir
+from interplay.study import StudyPaths, record_hypothesis, results_dir
 from interplay.studyfile import StudyFile, load_study
 
 if TYPE_CHECKING:
@@ -37,6 +38,33 @@ def log_to_parent(paths: StudyPaths, files: list[Path], folder: str | None) -> N
         sink.log_artifact(path, folder)
 
 
+def judged_claims(study_file: StudyFile, paths: StudyPaths) -> list[Claim]:
+    """The claims as recorded before the first run, not as possibly edited since.
+
+    Recorded claims that no longer fit the study (an old typo, say) give way to the claims as
+    now written, with a warning; the report then shows the hypothesis as edited.
+    """
+    from interplay.analysis.claims import check_claims
+    from interplay.analysis.table import params_from_search
+
+    current = study_file.base().hypothesis.claims
+    recorded = recorded_hypothesis(paths)
+    if recorded is None:
+        return list(current)
+    claims = [Claim.model_validate(c) for c in recorded["claims"]]
+    try:
+        check_claims(claims, params_from_search(study_file.search))
+    except UserError as err:
+        logger.warning(
+            "the claims recorded before the first run do not fit the study (%s): "
+            "judging the claims as now written",
+            err,
+        )
+        record_hypothesis(study_file, paths, has_results=True)
+        return list(current)
+    return claims
+
+
 def analyze_study(
     study_file: StudyFile,
     paths: StudyPaths,
@@ -48,19 +76,13 @@ def analyze_study(
     """Analyze a study's runs into `results/<study>/analysis/` and log it to MLflow."""
     from interplay.analysis.summary import analyze as _analyze
     from interplay.analysis.table import params_from_search
-    from interplay.config import Claim
     from interplay.results import load_optuna_study, results_table
 
     table = results_table(paths)
     if not study_file.search.params:
         raise UserError("search.params is empty: a study needs params to analyze")
     design = str(load_optuna_study(paths).user_attrs.get("design", study_file.search.method))
-    # The claims as recorded before the first run, not as possibly edited since.
-    recorded = recorded_hypothesis(paths)
-    raw_claims = (
-        recorded["claims"] if recorded else study_file.base().hypothesis.model_dump()["claims"]
-    )
-    claims = [Claim.model_validate(c) for c in raw_claims]
+    claims = judged_claims(study_file, paths)
     with warnings.catch_warnings():
         # scipy warns of precision loss when replicates are identical; the analysis reports
         # such cases itself (a constant metric, no variance), so the warning adds nothing.
@@ -107,6 +129,7 @@ def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True)
     from interplay.testset import evaluate_best
 
     if not (paths.analysis / "summary.json").exists():
+        logger.info("no analysis of %s yet: analyzing first", study_file.name)
         analyze_study(study_file, paths)
     summary = load_summary(paths)
     best = summary.get("best")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import json
 import logging
 import re
 import sys
@@ -28,6 +29,26 @@ logger = logging.getLogger(__name__)
 
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _INNER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (the last would win)."""
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one section", key_node.start_mark
+            )
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 @dataclass
@@ -119,12 +140,18 @@ def load_study_text(
 ) -> StudyFile:
     source = str(path) if path is not None else "<study>"
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a safe loader: builds plain data only
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{source}{line}: YAML syntax error: {problem}") from None
+        hint = ""
+        if (
+            mark is not None
+            and "${" in text.splitlines()[min(mark.line, len(text.splitlines()) - 1)]
+        ):
+            hint = '; inside {...} a placeholder needs quotes: kind: "${norm}"'
+        raise ConfigError(f"{source}{line}: YAML syntax error: {problem}{hint}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a study file is a mapping of settings (name:, model:, ...)")
     return from_dict(raw, path=path, overrides=overrides, budget=budget)
@@ -161,8 +188,18 @@ def from_dict(
     except ValidationError as err:
         raise ConfigError(format_validation(err, source, prefix=("search",))) from None
     _check_placeholders(raw, search, source)
+    _check_levels(search, source)
     study_file = StudyFile(path=path, raw=raw, search=search, overrides=overrides, budget=budget)
-    study_file.base()
+    base = study_file.base()
+    if base.hypothesis.claims:
+        # Checked now, before any training, so a typo in a claim cannot strand a finished study.
+        from interplay.analysis.claims import check_claims
+        from interplay.analysis.table import params_from_search
+
+        try:
+            check_claims(base.hypothesis.claims, params_from_search(search))
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
     return study_file
 
 
@@ -214,7 +251,21 @@ def _check_placeholders(raw: dict[str, Any], search: SearchConfig, source: str) 
             f"{source}: ${{{name}}} is used but not declared under search.params{hint}"
         )
     for name in sorted(set(search.params) - used):
-        logger.warning("search param %r is declared but no setting uses ${%s}", name, name)
+        raise ConfigError(
+            f"{source}: search.params.{name} is declared but no setting uses ${{{name}}}; "
+            "use it in a setting or remove it (each level would train the same model again)"
+        )
+
+
+def _check_levels(search: SearchConfig, source: str) -> None:
+    for name, spec in search.params.items():
+        values = [json.dumps(v, sort_keys=True, default=str) for v in spec.values or []]
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(
+                f"{source}: search.params.{name}.values repeats {', '.join(repeated)}; "
+                "list each level once"
+            )
 
 
 def substitute(node: Any, params: Mapping[str, Any]) -> Any:

@@ -534,3 +534,17 @@ def test_factory_spec_needs_colon(spec: str) -> None:
 def test_summary_of_needs_built_model() -> None:
     with pytest.raises(ValueError, match="not built by build_model"):
         summary_of(nn.Linear(2, 2))
+
+
+def test_ordered_layers_standard_reorder_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from interplay.config import ModelConfig
+    from interplay.models import infer_model
+
+    model = ModelConfig.model_validate(
+        {"blocks": [{"layers": [{"type": "dropout"}, {"type": "conv", "channels": 4}]}]}
+    )
+    with caplog.at_level(logging.INFO, logger="interplay.models"):
+        infer_model(model, (1, 9, 9), 3)
+    assert "layers run as conv, dropout (order: standard)" in caplog.text

@@ -244,6 +244,10 @@ RULES: dict[str, Callable[[Any, Shape, Site], Step]] = {
 # ---------------------------------------------------------------- blocks and the model
 
 
+# Blocks whose reordering was already logged: inference runs for every trial of a study.
+_REORDER_NOTED: set[tuple[int, tuple[str, ...]]] = set()
+
+
 def ordered_layers(block: Block, site: Site) -> list[tuple[int, Any]]:
     """The layers of one block in the order they run, each with its written index.
 
@@ -261,7 +265,18 @@ def ordered_layers(block: Block, site: Site) -> list[tuple[int, Any]]:
                     f"{counts[kind]} times (layers {', '.join(where)}); set order: as_written "
                     "to keep the written order, or split the block (repeat stacks a block)"
                 )
+        written = [layer.type for _, layer in indexed]
         indexed.sort(key=lambda item: STANDARD_ORDER.index(item[1].type))
+        placed = [layer.type for _, layer in indexed]
+        if placed != written and (site.block_index, tuple(written)) not in _REORDER_NOTED:
+            _REORDER_NOTED.add((site.block_index, tuple(written)))
+            logger.info(
+                "model.blocks[%d]: layers run as %s (order: standard); set order: as_written "
+                "to keep the written order %s",
+                site.block_index,
+                ", ".join(placed),
+                ", ".join(written),
+            )
 
     indexed = [(i, layer) for i, layer in indexed if not _is_no_norm(layer)]
     out: list[tuple[int, Any]] = []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from interplay.errors import ConfigError
+from interplay.errors import ConfigError, UserError
 from interplay.study import (
     StudyPaths,
     prepare,
@@ -27,6 +30,7 @@ from interplay.study import (
     storage_url,
     study_lock,
     total_trials,
+    write_whole,
 )
 from interplay.studyfile import StudyFile, load_study
 
@@ -36,37 +40,43 @@ logger = logging.getLogger(__name__)
 def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str:
     """The study's MLflow parent run: created once, reopened on resume.
 
-    Child runs that a killed process left RUNNING are ended as FAILED here.
+    Child runs that a killed process left RUNNING are ended as FAILED here, and so is a
+    parent run created by a process killed before it could record the run's id.
     """
     from interplay.tracking import MLflowSink, get_client, get_experiment_id, with_retries
 
+    client = get_client(uri)
+    experiment = get_experiment_id(client, study_file.name)
     if paths.mlflow.exists():
         info = json.loads(paths.mlflow.read_text())
         if info.get("tracking_uri") == uri:
-            client = get_client(uri)
             run_id = str(info["parent_run_id"])
             with_retries(lambda: client.update_run(run_id, status="RUNNING"), "reopen parent")
-            experiment = get_experiment_id(client, study_file.name)
-            query = f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"
-            for run in with_retries(lambda: client.search_runs([experiment], query), "search"):
-                reason = "interrupted: the process running it was stopped"
-                client.set_tag(run.info.run_id, "interplay.reason", reason)
-                client.set_tag(run.info.run_id, "state", "failed")
-                end_failed(client, run.info.run_id)
-                logger.info(
-                    "MLflow run %s was interrupted earlier: marked FAILED", run.info.run_id
-                )
+            end_interrupted(client, experiment, f"tags.mlflow.parentRunId = '{run_id}'")
             return run_id
         logger.warning(
             "the study was logged to %s before; a new parent run goes to %s",
             info.get("tracking_uri"),
             uri,
         )
+    folder = str(paths.root.resolve())
+    # Searched by a digest: a folder's name may hold quotes that a search filter cannot.
+    folder_id = hashlib.sha1(folder.encode()).hexdigest()[:16]
+    end_interrupted(
+        client,
+        experiment,
+        f"tags.`interplay.role` = 'study' and tags.`interplay.folder_id` = '{folder_id}'",
+    )
     sink = MLflowSink(
         uri,
         study_file.name,
         run_name=f"{study_file.name} (study)",
-        tags={"interplay.role": "study", "design": study_file.search.method},
+        tags={
+            "interplay.role": "study",
+            "interplay.results": folder,
+            "interplay.folder_id": folder_id,
+            "design": study_file.search.method,
+        },
     )
     sink.log_params(
         {
@@ -78,18 +88,39 @@ def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str
     )
     if study_file.path is not None:
         sink.log_artifact(study_file.path)
-    paths.mlflow.write_text(
-        json.dumps(
-            {"tracking_uri": uri, "experiment": study_file.name, "parent_run_id": sink.run_id},
-            indent=2,
-        )
-    )
+    info = {"tracking_uri": uri, "experiment": study_file.name, "parent_run_id": sink.run_id}
+    write_whole(paths.mlflow, json.dumps(info, indent=2))
     return sink.run_id
 
 
-def end_failed(client: Any, run_id: str) -> None:
+def end_interrupted(client: Any, experiment: str, query: str) -> int:
+    """End as FAILED the RUNNING runs matching `query`, and their RUNNING child runs.
+
+    Only the process holding the study lock calls this, before any of its own runs start,
+    so every RUNNING run it finds was left so by a process that was stopped.
+    """
     from interplay.tracking import with_retries
 
+    reason = "interrupted: the process running it was stopped"
+    found = f"{query} and attributes.status = 'RUNNING'"
+    runs = with_retries(lambda: client.search_runs([experiment], found), "search runs")
+    for run in runs:
+        run_id = run.info.run_id
+        if run.data.tags.get("interplay.role") == "study":
+            end_interrupted(client, experiment, f"tags.mlflow.parentRunId = '{run_id}'")
+        end_failed(client, run_id, {"interplay.reason": reason, "state": "failed"})
+        logger.info("MLflow run %s was interrupted earlier: marked FAILED", run_id)
+    return len(runs)
+
+
+def end_failed(client: Any, run_id: str, tags: dict[str, str] | None = None) -> None:
+    from mlflow.entities import RunTag
+
+    from interplay.tracking import with_retries
+
+    items = [RunTag(k, v) for k, v in (tags or {}).items()]
+    if items:
+        with_retries(lambda: client.log_batch(run_id, tags=items), "set tags")
     with_retries(lambda: client.set_terminated(run_id, status="FAILED"), "end run")
 
 
@@ -162,7 +193,7 @@ def run_study(
     paths = results_dir(study_file, out)
     uri = tracking_uri(tracking)
     console = console or Console(stderr=True)
-    with study_lock(paths):
+    with study_lock(paths), storage_errors(paths, uri):
         study = prepare(study_file, paths, storage, new)
         parent = ensure_parent_run(study_file, paths, uri)
         deadline = time.time() + search.timeout if search.timeout else None
@@ -187,7 +218,6 @@ def run_study(
             done,
             paths.root,
         )
-        status = "FAILED"
         try:
             with study_progress(console, quiet) as progress:
                 task = progress.add_task(best_line(study), total=total, completed=done)
@@ -196,13 +226,35 @@ def run_study(
                     _follow(worker, progress, task, total)
                 else:
                     run_workers(ctx, workers, progress, task)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
+        except BaseException as err:
+            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            try:
+                close_parent_run(paths, uri, status)
+            except Exception as close_err:  # what stopped the study matters more
+                logger.warning("could not end the study's MLflow run: %s", close_err)
             raise
-        finally:
-            close_parent_run(paths, uri, status)
+        close_parent_run(paths, uri, "FINISHED")
     return paths
+
+
+@contextmanager
+def storage_errors(paths: StudyPaths, uri: str) -> Iterator[None]:
+    """Turn a store that cannot be written (a full disk, say) into a message, not a traceback."""
+    from interplay.tracking import storage_problem
+
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        problem = storage_problem(err)
+        if problem is None:
+            raise
+        raise UserError(
+            f"{problem}. The study stopped; every run it finished is kept in {paths.root} and "
+            f"{uri}. Free space (or make the folder writable), then run the same command to "
+            "resume where it stopped, or start elsewhere with --out and --tracking-uri"
+        ) from err
 
 
 def _follow(worker: Any, progress: Progress, task: Any, total: int | None) -> None:

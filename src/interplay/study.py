@@ -14,6 +14,12 @@ Layout of a study's results folder (`results/<study>/`):
     analysis/        results.csv, summary.json and figures (`interplay analyze`)
     test.json        the best configuration's test accuracy, evaluated once
     lock             held by the process that runs the study
+    workers.lock     held (shared) by each worker process while it lives
+    optuna.journal.flock  the journal's write lock
+
+spec.json, hypothesis.json and mlflow.json are written whole (to a temporary name, then
+renamed); the journal is appended under a lock that repairs a record cut short by a kill or a
+full disk (see `JournalLock`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +49,8 @@ logger = logging.getLogger(__name__)
 # Settings that describe the study without changing what is trained.
 NOT_TRAINING = ("hypothesis", "report", "description", "budgets")
 INTERRUPTED = "interrupted"
+# How long a new run waits for the workers of a killed run to end (they die with their parent).
+ORPHAN_WAIT_S = 15.0
 
 
 @dataclass
@@ -68,6 +78,10 @@ class StudyPaths:
         return self.root / "lock"
 
     @property
+    def workers_lock(self) -> Path:
+        return self.root / "workers.lock"
+
+    @property
     def analysis(self) -> Path:
         return self.root / "analysis"
 
@@ -90,7 +104,7 @@ def storage_url(paths: StudyPaths, storage: str | None = None) -> str:
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     import optuna
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    from optuna.storages.journal import JournalFileBackend
 
     # Optuna logs every trial at INFO on its own handler; interplay logs its own line per run.
     if not logger.isEnabledFor(logging.DEBUG):
@@ -98,10 +112,86 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
     if url.startswith("journal:"):
         path = url.removeprefix("journal:")
-        # The open-lock works on every local file system (the symlink lock does not on some).
-        backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
+        # Optuna's backend only calls acquire() and release() on its lock object.
+        backend = JournalFileBackend(path, lock_obj=JournalLock(path))  # type: ignore[arg-type]
         return JournalStorage(backend)
     return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+class JournalLock:
+    """The write lock of a journal file: an flock, which the kernel drops when its holder dies.
+
+    Written by hand because Optuna's journal locks are lock files that outlive a killed holder
+    (every other process then waits 30 s), and because Optuna reads a journal only while all
+    its lines but the last are whole: a record cut short by a kill or a full disk, followed
+    by any later record, would make the whole study unreadable. So whoever takes the lock
+    first cuts away a partial last record (its writer never saw it succeed), and a writer
+    whose write failed cuts its own when it lets go.
+    """
+
+    def __init__(self, journal: str) -> None:
+        self.journal = Path(journal)
+        self.path = Path(journal + ".flock")
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            cut_partial_record(self.journal)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        try:
+            cut_partial_record(self.journal)
+        finally:
+            if fd is not None:
+                os.close(fd)  # closing drops the flock
+
+
+def cut_partial_record(journal: Path) -> int:
+    """Truncate a journal after its last whole line; returns the bytes removed."""
+    if not journal.exists():
+        return 0
+    with open(journal, "r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        handle.truncate(end)
+    logger.warning(
+        "%s ended in a record cut short (a kill or a full disk while writing): removed its "
+        "%d bytes; everything written before it is kept",
+        journal,
+        size - end,
+    )
+    return size - end
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write a file under a temporary name and rename it, so a kill never leaves half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def config_id(params: dict[str, Any]) -> str:
@@ -188,7 +278,16 @@ def total_trials(study_file: StudyFile) -> int | None:
 @contextmanager
 def study_lock(paths: StudyPaths) -> Iterator[None]:
     """One `interplay run` per results folder; its workers share the storage under it."""
-    paths.root.mkdir(parents=True, exist_ok=True)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        paths.lock.touch()
+    except OSError as err:
+        from interplay.tracking import describe_os_error
+
+        raise UserError(
+            f"cannot write the results folder {paths.root}: {describe_os_error(err, name=False)}; "
+            "choose a writable folder with --out"
+        ) from None
     with open(paths.lock, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -197,8 +296,40 @@ def study_lock(paths: StudyPaths) -> Iterator[None]:
                 f"{paths.root} is being run by another interplay process; wait for it, or "
                 "use --out for a separate study folder"
             ) from None
+        wait_for_orphan_workers(paths)
         yield
         fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def wait_for_orphan_workers(paths: StudyPaths, wait_s: float = ORPHAN_WAIT_S) -> None:
+    """Wait until no worker of an earlier run of this study is alive.
+
+    A worker holds a shared lock on `workers.lock` for its whole life. Workers die with the
+    process that started them (see `sweep.die_with_parent`), but where the system cannot
+    arrange that, a worker left behind would still be training a trial that the new run is
+    about to mark interrupted and redo.
+    """
+    with open(paths.workers_lock, "a") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"worker processes of an earlier run of {paths.root} are still "
+                        "running; wait for them to end (or stop them), then run again"
+                    ) from None
+                time.sleep(0.1)
+
+
+@contextmanager
+def worker_alive(paths: StudyPaths) -> Iterator[None]:
+    """Held by a worker process for its whole life (see `wait_for_orphan_workers`)."""
+    with open(paths.workers_lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        yield
 
 
 @contextmanager
@@ -217,7 +348,7 @@ def record_hypothesis(study_file: StudyFile, paths: StudyPaths, has_results: boo
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if not paths.hypothesis.exists():
         record = {"recorded_at": now, **current, "edits": []}
-        paths.hypothesis.write_text(json.dumps(record, indent=2))
+        write_whole(paths.hypothesis, json.dumps(record, indent=2))
         return
     record = json.loads(paths.hypothesis.read_text())
     last = (
@@ -235,7 +366,7 @@ def record_hypothesis(study_file: StudyFile, paths: StudyPaths, has_results: boo
             record["recorded_at"],
             " after results existed" if has_results else "",
         )
-        paths.hypothesis.write_text(json.dumps(record, indent=2))
+        write_whole(paths.hypothesis, json.dumps(record, indent=2))
 
 
 def prepare(
@@ -264,7 +395,7 @@ def prepare(
                 "(the old results folder is kept beside it)"
             )
     else:
-        paths.spec.write_text(json.dumps(spec, indent=2))
+        write_whole(paths.spec, json.dumps(spec, indent=2))
 
     direction: Literal["maximize", "minimize"] = (
         "maximize" if study_file.search.metric == "val_acc" else "minimize"
@@ -282,36 +413,72 @@ def prepare(
         study.set_user_attr("design", study_file.search.method)
         study.set_user_attr("seeds", study_file.search.seeds)
         study.set_user_attr("params", list(study_file.search.params))
-        if study_file.search.method == "grid":
-            # A full-factorial design is an enumeration, not a search: each configuration
-            # is enqueued once, so that parallel workers can never draw the same one twice.
-            for params in grid_points(study_file.search) or [{}]:
-                study.enqueue_trial(params, user_attrs={"config_id": config_id(params)})
     has_results = any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     record_hypothesis(study_file, paths, has_results)
-    requeue_interrupted(study)
+    requeue_interrupted(study, study_file)
     return study
 
 
-def requeue_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed process are failed and their configuration enqueued.
+def requeue_interrupted(study: optuna.Study, study_file: StudyFile) -> int:
+    """Fail the trials a killed process left RUNNING; enqueue each configuration not covered.
 
-    Only the process holding the study lock calls this, before any of its workers start, so
-    every RUNNING trial found here belongs to a process that is gone.
+    A configuration is covered by any trial of it that was not interrupted. A grid enqueues
+    every configuration of its design this way, so a kill at any point (between two enqueues,
+    between failing a trial and enqueueing its retry) neither loses nor doubles one. Only the
+    process holding the study lock calls this, before its workers start, once the workers of
+    any earlier run are gone: every RUNNING trial found here belongs to a dead process.
+
+    Returns:
+        How many configurations were enqueued.
     """
     from optuna.trial import TrialState
 
-    count = 0
+    failed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(trial._trial_id, "reason", INTERRUPTED)
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        attrs = {"config_id": trial.user_attrs.get("config_id", config_id(trial.params))}
-        attrs["retry_of"] = trial.number
-        study.enqueue_trial(trial.params, user_attrs=attrs)
-        count += 1
-    if count:
-        logger.info("%d trial(s) interrupted earlier are enqueued again", count)
-    return count
+        failed += 1
+
+    trials = study.get_trials(deepcopy=False)
+    covered = {trial_config_id(t) for t in trials if not interrupted(t)}
+    wanted: dict[str, tuple[dict[str, Any], int | None]] = {}
+    if study_file.search.method == "grid":
+        for params in grid_points(study_file.search) or [{}]:
+            wanted[config_id(params)] = (params, None)
+    names = set(study_file.search.params)
+    for trial in trials:
+        cid = trial_config_id(trial)
+        if cid is None or not interrupted(trial):
+            continue
+        if cid in wanted:
+            wanted[cid] = (wanted[cid][0], trial.number)
+        elif set(trial.params) == names:
+            # A search trial killed while its params were drawn is left to the sampler.
+            wanted[cid] = (dict(trial.params), trial.number)
+
+    enqueued = 0
+    for cid, (params, retry_of) in wanted.items():
+        if cid in covered:
+            continue
+        attrs: dict[str, Any] = {"config_id": cid}
+        if retry_of is not None:
+            attrs["retry_of"] = retry_of
+        study.enqueue_trial(params, user_attrs=attrs)
+        enqueued += 1
+    if failed:
+        logger.info("%d trial(s) interrupted earlier are enqueued again", failed)
+    return enqueued
+
+
+def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.user_attrs.get("reason") == INTERRUPTED
+
+
+def trial_config_id(trial: optuna.trial.FrozenTrial) -> str | None:
+    cid = trial.user_attrs.get("config_id")
+    if cid is not None:
+        return str(cid)
+    return config_id(trial.params) if trial.params else None
 
 
 def counted(trial: optuna.trial.FrozenTrial) -> bool:

@@ -10,7 +10,9 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,11 +24,14 @@ from interplay.study import (
     config_id,
     counted,
     distributions,
+    interrupted,
     make_pruner,
     make_sampler,
     open_storage,
     progress_counts,
     total_trials,
+    trial_config_id,
+    worker_alive,
 )
 from interplay.studyfile import StudyFile, format_params
 
@@ -39,6 +44,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HISTORY_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "train_val_gap")
+# States of a replicate that is done for good: kept, never trained again.
+KEPT_STATES = ("complete", "pruned")
+# Exit code of a worker stopped by a store it could not write (its message is logged).
+STORE_EXIT = 3
 
 
 @dataclass
@@ -95,18 +104,17 @@ def finished_in_mlflow(ctx: RunContext, cid: str, seed: int) -> dict[str, Any] |
     )
     runs = with_retries(lambda: client.search_runs([experiment], query), "search runs")
     for run in runs:
-        if run.data.tags.get("state") != "complete":
+        state = run.data.tags.get("state")
+        if state not in KEPT_STATES:
             continue
-        history = {
-            m: [x.value for x in sorted(client.get_metric_history(run.info.run_id, m), key=_step)]
-            for m in HISTORY_METRICS
-        }
+        run_id = run.info.run_id
+        history = {m: metric_history(client, run_id, m) for m in HISTORY_METRICS}
         epochs = len(history["val_acc"])
         return {
             "seed": seed,
-            "run_id": run.info.run_id,
-            "state": "complete",
-            "reason": "",
+            "run_id": run_id,
+            "state": state,
+            "reason": run.data.tags.get("interplay.reason", ""),
             "history": history,
             "final": {m: v[-1] for m, v in history.items() if v},
             "epochs_done": epochs,
@@ -116,18 +124,25 @@ def finished_in_mlflow(ctx: RunContext, cid: str, seed: int) -> dict[str, Any] |
     return None
 
 
-def _step(metric: Any) -> int:
-    return int(metric.step)
+def metric_history(client: Any, run_id: str, metric: str) -> list[float]:
+    from interplay.tracking import with_retries
+
+    points = with_retries(lambda: client.get_metric_history(run_id, metric), "metric history")
+    return [p.value for p in sorted(points, key=lambda p: int(p.step))]
 
 
 class Worker:
     """Claims trials until the study's total is reached, the time is up, or nothing is left."""
 
-    def __init__(self, ctx: RunContext, progress: Progress | None = None) -> None:
+    def __init__(
+        self, ctx: RunContext, progress: Progress | None = None, parent_pid: int | None = None
+    ) -> None:
         import optuna
 
         self.ctx = ctx
         self.progress = progress
+        # A worker process whose parent is gone claims nothing more (see die_with_parent).
+        self.parent_pid = parent_pid
         base = ctx.study_file.base()
         self.study = optuna.load_study(
             study_name=ctx.study_file.name,
@@ -144,6 +159,8 @@ class Worker:
 
         with claim_lock(self.ctx.paths):
             if self.ctx.deadline is not None and time.time() > self.ctx.deadline:
+                return None
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 return None
             trials = self.study.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)
@@ -178,7 +195,7 @@ class Worker:
         params = dict(trial.params)
         cid = trial.user_attrs.get("config_id") or config_id(params)
         trial.set_user_attr("config_id", cid)
-        earlier = self.earlier_replicates(trial)
+        earlier = self.earlier_replicates(trial, cid)
         seeds = self.ctx.study_file.search.seeds
         records: list[dict[str, Any]] = []
         try:
@@ -217,14 +234,20 @@ class Worker:
                 break
         self.finish(trial, params, records)
 
-    def earlier_replicates(self, trial: optuna.Trial) -> dict[int, dict[str, Any]]:
-        """Finished replicates of the interrupted trial this one redoes."""
-        retry_of = trial.user_attrs.get("retry_of")
-        if retry_of is None:
+    def earlier_replicates(self, trial: optuna.Trial, cid: str) -> dict[int, dict[str, Any]]:
+        """Replicates done for good by interrupted trials of this configuration."""
+        if "retry_of" not in trial.user_attrs:
             return {}
-        old = self.study.get_trials(deepcopy=False)[int(retry_of)]
-        reps = [v for k, v in old.user_attrs.items() if k.startswith("rep")]
-        return {int(r["seed"]): r for r in reps if r["state"] == "complete"}
+        done: dict[int, dict[str, Any]] = {}
+        for old in self.study.get_trials(deepcopy=False):
+            if old.number == trial.number or not interrupted(old):
+                continue
+            if trial_config_id(old) != cid:
+                continue
+            for key, rep in old.user_attrs.items():
+                if key.startswith("rep") and rep["state"] in KEPT_STATES:
+                    done[int(rep["seed"])] = rep
+        return done
 
     def sink(self, trial: optuna.Trial, cid: str, params: dict[str, Any], seed: int) -> Any:
         from interplay.tracking import MLflowSink
@@ -286,16 +309,30 @@ class Worker:
             "trial": trial.number,
             "config_id": cid,
         }
-        result = tracked_run(
-            seeded,
-            data,
-            sink,
-            extra_params=extra,
-            on_epoch=on_epoch,
-            progress=self.progress,
-            epoch_log_level=logging.DEBUG,
-            checkpoint=self.ctx.paths.checkpoint(cid, seed),
-        )
+        try:
+            result = tracked_run(
+                seeded,
+                data,
+                sink,
+                extra_params=extra,
+                on_epoch=on_epoch,
+                progress=self.progress,
+                epoch_log_level=logging.DEBUG,
+                checkpoint=self.ctx.paths.checkpoint(cid, seed),
+            )
+        except Exception as err:
+            if not trial_error(err):
+                raise
+            # tracked_run has ended the MLflow run FAILED with this same reason.
+            reason = f"{type(err).__name__}: {err}"
+            logger.warning(
+                "trial %d seed %d (%s) failed: %s",
+                trial.number,
+                seed,
+                format_params(params),
+                reason,
+            )
+            return failed_record(seed, sink.run_id, reason)
         record = replicate_record(result, seed, sink.run_id)
         value = record["final"].get("val_acc")
         shown = f"val_acc {100 * value:.2f}%" if value is not None else result.reason
@@ -328,16 +365,57 @@ class Worker:
             self.study.tell(trial, state=TrialState.FAIL)
 
 
-def worker_main(ctx: RunContext, threads: int, level: int) -> None:
-    """Entry point of a worker process (spawned, so it imports everything afresh)."""
-    import torch
+def trial_error(err: Exception) -> bool:
+    """An error of the trial's own model or settings (out of memory, say): the trial fails.
 
-    logging.basicConfig(level=logging.WARNING, format=f"[worker {ctx.worker}] %(message)s")
-    logging.getLogger("interplay").setLevel(level)
-    for noisy in ("optuna", "mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    torch.set_num_threads(threads)
-    Worker(ctx).run()
+    A store that cannot be written or is locked past every retry is not the trial's fault:
+    it stops the study, which resumes later without having recorded a false failure.
+    """
+    from interplay.tracking import storage_problem
+
+    if storage_problem(err) is not None or isinstance(err, OSError):
+        return False
+    module = type(err).__module__
+    return not module.startswith(("mlflow", "sqlalchemy", "sqlite3", "optuna"))
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when its parent dies, however the parent ends.
+
+    Without it, workers of an `interplay run` killed with SIGKILL (by the OOM killer, say)
+    would go on training trials that the next run marks interrupted and trains again.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the request above took effect
+
+
+def worker_main(ctx: RunContext, threads: int, level: int, parent_pid: int) -> None:
+    """Entry point of a worker process (spawned, so it imports everything afresh)."""
+    die_with_parent(parent_pid)
+    with worker_alive(ctx.paths):
+        import torch
+
+        from interplay.tracking import storage_problem
+
+        logging.basicConfig(level=logging.WARNING, format=f"[worker {ctx.worker}] %(message)s")
+        logging.getLogger("interplay").setLevel(level)
+        for noisy in ("optuna", "mlflow", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        torch.set_num_threads(threads)
+        try:
+            Worker(ctx, parent_pid=parent_pid).run()
+        except Exception as err:
+            problem = storage_problem(err)
+            if problem is None:
+                raise
+            logger.error("%s", problem)
+            sys.exit(STORE_EXIT)
 
 
 def run_workers(ctx: RunContext, workers: int, progress: Progress | None, task: Any) -> None:
@@ -349,7 +427,8 @@ def run_workers(ctx: RunContext, workers: int, progress: Progress | None, task: 
     procs = []
     for i in range(workers):
         worker_ctx = RunContext(**{**ctx.__dict__, "worker": i})
-        proc = spawn.Process(target=worker_main, args=(worker_ctx, threads, level), daemon=False)
+        args = (worker_ctx, threads, level, os.getpid())
+        proc = spawn.Process(target=worker_main, args=args, daemon=False)
         proc.start()
         procs.append(proc)
     import optuna
@@ -368,10 +447,16 @@ def run_workers(ctx: RunContext, workers: int, progress: Progress | None, task: 
     finally:
         for proc in procs:
             proc.join()
-    failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-    if failed:
+    codes = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if STORE_EXIT in codes:
         raise UserError(
-            f"{len(failed)} worker(s) stopped with an error (exit codes {failed}); run the "
+            "a worker could not write the study's stores (its message is above): free space "
+            "or choose writable places with --out and --tracking-uri, then run the same "
+            "command to resume; the finished runs are kept"
+        )
+    if codes:
+        raise UserError(
+            f"{len(codes)} worker(s) stopped with an error (exit codes {codes}); run the "
             "same command again to resume, the finished runs are kept"
         )
 

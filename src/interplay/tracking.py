@@ -7,10 +7,14 @@ costs nothing measurable next to training.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
 import random
+import re
 import subprocess
 import tempfile
 import time
@@ -26,6 +30,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # MLflow's limit on a param value; longer values are shortened and kept whole as an artifact.
 MAX_PARAM_LENGTH = 6000
+# MLflow's rules for a param key: at most 250 of these characters (it also takes '/', which
+# could make a key resolve to another name as a path, so interplay replaces it too).
+MAX_KEY_LENGTH = 250
+NOT_KEY_CHARS = re.compile(r"[^\w.\- :]")
+MAX_TAG_LENGTH = 8000
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 T = TypeVar("T")
 
@@ -94,7 +103,45 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 12) -> T:
 def get_client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
+    create_store_whole(uri)
+    # MLflow logs a store error with its traceback before raising it; interplay reports the
+    # error itself, in one line that says what to do (see storage_problem).
+    db_logger = logging.getLogger("mlflow.store.db.utils")
+    if not db_logger.isEnabledFor(logging.DEBUG):
+        db_logger.setLevel(logging.CRITICAL)
     return MlflowClient(tracking_uri=uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def create_store_whole(uri: str) -> None:
+    """Create a new sqlite MLflow store under another name and move it in when complete.
+
+    MLflow builds a new store's tables in many steps; a process killed among them leaves a
+    file that every later MLflow client refuses. Built aside, a store is there whole or not.
+    """
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+        store.engine.dispose()
+        # A link, unlike a rename, never replaces a store another process made meanwhile.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.debug("created the MLflow store %s", path)
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:
@@ -164,11 +211,25 @@ class MLflowSink:
         with_retries(lambda: self.client.log_batch(self.run_id, tags=items), "set tags")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params flattened to dotted keys; what MLflow cannot store as is gets adapted.
+
+        A key MLflow refuses (characters outside letters, digits, `_ - . : space`, or over
+        250 characters) is renamed, with the original names in the artifact
+        param_keys.json; a value over 6000 characters is shortened, with the full value in
+        params_full.json. Either way the run goes on, with a warning.
+        """
         from mlflow.entities import Param
 
         flat = flatten(dict(params))
-        items, too_long = [], {}
-        for key, value in flat.items():
+        items, too_long, renamed = [], {}, {}
+        # Keys MLflow takes as they are keep their names; renamed ones keep clear of them.
+        used = {k for k in flat if param_key(k) == k}
+        for original, value in flat.items():
+            key = original
+            if original not in used:
+                key = param_key(original, used)
+                used.add(key)
+                renamed[key] = original
             text = "" if value is None else str(value)
             if len(text) > MAX_PARAM_LENGTH:
                 too_long[key] = text
@@ -178,13 +239,17 @@ class MLflowSink:
             chunk = items[start : start + 100]
             self._send(params=chunk)
         if too_long:
-            logger.warning(
-                "params %s are longer than MLflow stores (%d characters): shortened, with the "
-                "full values in the artifact params_full.json",
-                ", ".join(sorted(too_long)),
-                MAX_PARAM_LENGTH,
+            warn_once(
+                f"params {shown(too_long)} are longer than MLflow stores ({MAX_PARAM_LENGTH} "
+                "characters): shortened, with the full values in the artifact params_full.json"
             )
             self.log_text(json.dumps(too_long, indent=2), "params_full.json")
+        if renamed:
+            warn_once(
+                f"param names {shown(renamed.values())} cannot be MLflow keys: renamed "
+                f"{shown(renamed)}, with the original names in the artifact param_keys.json"
+            )
+            self.log_text(json.dumps(renamed, indent=2, ensure_ascii=False), "param_keys.json")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue one step's metrics and send the queue as one batch."""
@@ -227,9 +292,39 @@ class MLflowSink:
             return
         self.flush()
         if reason:
-            self.set_tags({"interplay.reason": reason[:5000], "mlflow.note.content": reason})
+            note = reason[:MAX_TAG_LENGTH]
+            self.set_tags({"interplay.reason": reason[:5000], "mlflow.note.content": note})
         with_retries(lambda: self.client.set_terminated(self.run_id, status=status), "end run")
         self.closed = True
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A warning about the study's settings, once per process rather than once per run."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("%s", message)
+
+
+def shown(names: Iterable[str], most: int = 4, width: int = 60) -> str:
+    """A few names, each cut to `width` characters, for a one-line message."""
+    listed = list(names)
+    cut = [repr(n if len(n) <= width else n[: width - 3] + "...") for n in listed[:most]]
+    more = f" and {len(listed) - most} more" if len(listed) > most else ""
+    return ", ".join(cut) + more
+
+
+def param_key(key: str, used: set[str] | frozenset[str] = frozenset()) -> str:
+    """`key` as a name MLflow accepts, distinct from those in `used`."""
+    safe = NOT_KEY_CHARS.sub("_", key)
+    if safe in ("", ".") or safe.startswith(".."):
+        safe = "_" + safe
+    if len(safe) > MAX_KEY_LENGTH or safe in used:
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+        safe = f"{safe[: MAX_KEY_LENGTH - 11]}-{digest}"
+    return safe
 
 
 def environment_tags(dataset: str, device: str) -> dict[str, str]:
@@ -240,3 +335,46 @@ def environment_tags(dataset: str, device: str) -> dict[str, str]:
     if commit:
         tags["git_commit"] = commit
     return tags
+
+
+# ---------------------------------------------------------------- stores that cannot be written
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST)
+# What sqlite says (through MLflow or Optuna) for the same causes; its errors carry no errno.
+STORE_TEXTS = {
+    "database or disk is full": "the disk is full",
+    "disk i/o error": "the disk refused a write (full, at a file size limit, or failing)",
+    "readonly database": "its file is read-only",
+    "unable to open database file": "its file or folder cannot be opened for writing",
+}
+
+
+def describe_os_error(err: OSError, name: bool = True) -> str:
+    where = f"{err.filename}: " if err.filename and name else ""
+    if err.errno in DISK_FULL:
+        return f"{where}the disk is full (or a file size limit is reached)"
+    if err.errno in IN_THE_WAY:
+        return f"{where}a file is in the way of a folder"
+    return f"{where}{err.strerror or err}"
+
+
+def storage_problem(err: BaseException) -> str | None:
+    """Why a store could not be written, when that is what stopped `err` (or its causes).
+
+    A full disk and a read-only or misplaced folder are the user's to fix; nothing is lost
+    by stopping on one, since each finished run is in both stores before the next starts.
+    """
+    seen: set[int] = set()
+    node: BaseException | None = err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, OSError) and node.errno in DISK_FULL + NOT_WRITABLE + IN_THE_WAY:
+            return f"cannot write {describe_os_error(node)}"
+        text = str(node).lower()
+        for said, meaning in STORE_TEXTS.items():
+            if said in text:
+                return f"cannot write a database store (MLflow's, or --storage): {meaning}"
+        node = node.__cause__ or node.__context__
+    return None

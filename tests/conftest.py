@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ def small_cnn(**training: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def write_study(tmp_path: Path):
+def write_study(tmp_path: Path) -> Callable[..., Path]:
     def write(study: dict[str, Any], name: str = "study.yaml") -> Path:
         path = tmp_path / name
         path.write_text(yaml.safe_dump(study, sort_keys=False))
@@ -49,6 +51,23 @@ def write_study(tmp_path: Path):
     return write
 
 
-@pytest.fixture
-def mlflow_uri(tmp_path: Path) -> str:
+def empty_store(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> str:
+    """A fresh copy of an empty sqlite MLflow store: building one takes seconds of migrations."""
+    from interplay.tracking import create_store_whole
+
+    template = tmp_path_factory.getbasetemp() / "empty-mlflow.db"
+    if not template.exists():
+        create_store_whole(f"sqlite:///{template}")  # it appears whole or not at all
+    shutil.copyfile(template, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> str:
+    return empty_store(tmp_path_factory, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test works in its own folder: relative paths (mlruns/, results/) land there."""
+    monkeypatch.chdir(tmp_path)

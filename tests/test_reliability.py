@@ -9,12 +9,12 @@ generated model specs (test_models.py, test_models_properties.py), a long param 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,24 +37,16 @@ from interplay.runner import run_study
 from interplay.runs import load_checkpoint
 from interplay.study import StudyPaths
 from interplay.studyfile import from_dict, load_study
-from interplay.tracking import MAX_KEY_LENGTH, MLflowSink, create_store_whole, param_key
+from interplay.tracking import MAX_KEY_LENGTH, MLflowSink, param_key
 from interplay.training import batch_slices, train
 
+from .conftest import empty_store
 from .test_study import children
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SRC = Path(__file__).resolve().parents[1] / "src" / "interplay"
 # The conftest fixture that writes a study dict to a YAML file and returns its path.
 WriteStudy = Callable[..., Path]
-
-
-def empty_store(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> str:
-    """A fresh copy of an empty sqlite MLflow store: building one takes seconds of migrations."""
-    template = tmp_path_factory.getbasetemp() / "empty-mlflow.db"
-    if not template.exists():
-        create_store_whole(f"sqlite:///{template}")  # it appears whole or not at all
-    shutil.copyfile(template, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 @pytest.fixture
@@ -405,7 +397,10 @@ def test_source_loads_nothing_as_code() -> None:
 
 
 def _child_argvs(pid: int) -> list[list[str]]:
+    """The argv of the process itself (`interplay ui` replaces itself) and of its children."""
     argvs = []
+    with contextlib.suppress(OSError):
+        argvs.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"))
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
@@ -428,7 +423,8 @@ def _mlflow_started_by_ui(tmp_path: Path, *args: str) -> tuple[list[str], str]:
         deadline = time.time() + 60
         while not argv and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
-            argv = next((a for a in _child_argvs(proc.pid) if "mlflow" in a and "ui" in a), [])
+            found = (a for a in _child_argvs(proc.pid) if "mlflow" in a and "ui" in a)
+            argv = next(found, [])
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the server is never needed: only its argv
         output = proc.communicate()[0]

@@ -167,7 +167,7 @@ def run(
     """Run every trial of a study (resumes where it stopped)."""
     from interplay.runner import run_study
 
-    paths = run_study(
+    run_study(
         study,
         sets or [],
         budget=budget,
@@ -179,7 +179,6 @@ def run(
         quiet=_quiet(ctx, quiet),
         console=console,
     )
-    console.print(f"study finished; results in {paths.root}")
 
 
 @app.command()
@@ -301,7 +300,7 @@ def ui(
 
 def _os_error_message(err: OSError) -> str | None:
     where = f" {err.filename}" if err.filename else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"the disk is full{where}: free space or choose another folder with --out"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write{where}: choose a writable folder with --out, or fix permissions"

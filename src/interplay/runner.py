@@ -24,6 +24,7 @@ from rich.progress import (
 from interplay.errors import ConfigError, UserError
 from interplay.study import (
     StudyPaths,
+    interrupted,
     prepare,
     progress_counts,
     results_dir,
@@ -190,8 +191,10 @@ def run_study(
             f"search.method {search.method}: set search.trials or search.timeout "
             "(how many configurations to try)"
         )
+    if search.method == "grid":
+        refuse_impossible_grid(study_file)
     paths = results_dir(study_file, out)
-    uri = tracking_uri(tracking)
+    uri = absolute_uri(tracking_uri(tracking))
     console = console or Console(stderr=True)
     with study_lock(paths), storage_errors(paths, uri):
         study = prepare(study_file, paths, storage, new)
@@ -228,13 +231,59 @@ def run_study(
                     run_workers(ctx, workers, progress, task)
         except BaseException as err:
             status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            if isinstance(err, KeyboardInterrupt):
+                kept, _ = progress_counts(study, total)
+                console.print(
+                    f"stopped: {kept} trial(s) kept in {paths.root}; run the same command "
+                    "to resume"
+                )
             try:
                 close_parent_run(paths, uri, status)
             except Exception as close_err:  # what stopped the study matters more
                 logger.warning("could not end the study's MLflow run: %s", close_err)
             raise
         close_parent_run(paths, uri, "FINISHED")
+        report_outcome(study, paths, console)
     return paths
+
+
+def absolute_uri(uri: str) -> str:
+    """A relative sqlite path made absolute, so the study's record works from any folder."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
+
+
+def refuse_impossible_grid(study_file: StudyFile) -> None:
+    """A grid none of whose configurations can be built is a mistake to fix, not to run."""
+    from interplay.studyfile import grid_points
+    from interplay.summary import check_combinations
+
+    bad = check_combinations(study_file)
+    total = len(grid_points(study_file.search)) if study_file.search.params else 1
+    if bad and len(bad) == total:
+        raise ConfigError(f"no configuration of the grid can be built; the first one: {bad[0][1]}")
+    for params, reason in bad:
+        logger.warning("%s cannot work and will be recorded failed: %s", params, reason)
+
+
+def report_outcome(study: Any, paths: StudyPaths, console: Console) -> None:
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
+    failed = [t for t in trials if t.state == TrialState.FAIL and not interrupted(t)]
+    line = (
+        f"study finished: {counts[TrialState.COMPLETE]} trial(s) complete, "
+        f"{counts[TrialState.PRUNED]} pruned, {len(failed)} failed; results in {paths.root}"
+    )
+    console.print(line, highlight=False)
+    reasons = sorted({str(t.user_attrs.get("reason", ""))[:160] for t in failed})
+    for reason in reasons[:5]:
+        logger.warning("failed trials: %s", reason)
+    if failed:
+        console.print("`interplay status STUDY` lists each trial with its state and reason")
 
 
 @contextmanager

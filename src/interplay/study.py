@@ -369,6 +369,36 @@ def record_hypothesis(study_file: StudyFile, paths: StudyPaths, has_results: boo
         write_whole(paths.hypothesis, json.dumps(record, indent=2))
 
 
+LOCK_FILES = ("lock", "workers.lock", "claim.lock")
+
+
+def move_aside(paths: StudyPaths) -> Path:
+    """--new: the previous study's files go to a dated folder beside it; the locks stay."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    moved = paths.root.with_name(f"{paths.root.name}.{stamp}")
+    moved.mkdir(parents=True)
+    for entry in paths.root.iterdir():
+        if entry.name not in LOCK_FILES:
+            shutil.move(str(entry), moved / entry.name)
+    logger.info("--new: the previous study was moved to %s", moved)
+    return moved
+
+
+def data_fingerprint(study_file: StudyFile) -> str | None:
+    """For a folder dataset: check every image decodes, and digest its file list.
+
+    The digest goes into spec.json: a folder that changes after the study started would move
+    images between the training and test parts.
+    """
+    data = study_file.base().data
+    if data.dataset != "folder" or data.root is None:
+        return None
+    from interplay.data.folder import check_folder_images, folder_fingerprint
+
+    check_folder_images(data.root, image_size=data.image_size, channels=data.channels)
+    return folder_fingerprint(data.root)
+
+
 def prepare(
     study_file: StudyFile,
     paths: StudyPaths,
@@ -378,13 +408,13 @@ def prepare(
     """Create or reopen the Optuna study, refusing a resume whose settings changed."""
     import optuna
 
-    if new and paths.root.exists():
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        moved = paths.root.with_name(f"{paths.root.name}.{stamp}")
-        shutil.move(str(paths.root), moved)
-        logger.info("--new: the previous study was moved to %s", moved)
+    if new and (paths.spec.exists() or paths.journal.exists()):
+        move_aside(paths)
     paths.root.mkdir(parents=True, exist_ok=True)
     spec = training_spec(study_file)
+    fingerprint = data_fingerprint(study_file)
+    if fingerprint is not None:
+        spec["data files"] = fingerprint
     if paths.spec.exists():
         changes = spec_changes(json.loads(paths.spec.read_text()), spec)
         if changes:

@@ -51,6 +51,15 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+def parse_yaml(text: str) -> Any:
+    """Plain data from YAML text, through the safe loader (no tags that build objects)."""
+    loader = UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 @dataclass
 class StudyFile:
     """A study file after overrides, before its ${param} placeholders are filled in.
@@ -140,7 +149,7 @@ def load_study_text(
 ) -> StudyFile:
     source = str(path) if path is not None else "<study>"
     try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a safe loader: builds plain data only
+        raw = parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

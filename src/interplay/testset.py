@@ -43,8 +43,18 @@ def evaluate_best(
     from interplay.devices import pick_device, pick_engine
     from interplay.models import build_model
     from interplay.runs import load_checkpoint
+    from interplay.study import data_fingerprint
     from interplay.training import evaluate
 
+    recorded = (
+        json.loads(paths.spec.read_text()).get("data files") if paths.spec.exists() else None
+    )
+    if recorded is not None and data_fingerprint(study_file) != recorded:
+        raise UserError(
+            f"the images under data.root changed since the study started ({paths.spec}): the "
+            "held-out test part would now hold images the models trained on; restore the "
+            "folder, or run the study again with --new"
+        )
     params = dict(best.get("params") or {})
     study = study_file.resolve(params)
     cid = best["config_id"]

@@ -6,6 +6,7 @@ Either `root/<class>/*` (a seeded, stratified 20% is held out as the test part) 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,3 +163,28 @@ def _list_files(folder: Path, classes: list[str], index: list[str] | None = None
 
 def _hidden(path: Path) -> bool:
     return path.name.startswith(".")
+
+
+def folder_fingerprint(root: str | Path) -> str:
+    """A digest of a folder dataset's file list (paths, sizes, times), test part included.
+
+    A study records it when it starts: adding or removing one image reshuffles the held-out
+    test part, so a resume or a test evaluation on a changed folder would score models on
+    images they were trained on.
+    """
+    scan = scan_folder(root)
+    digest = hashlib.sha1()
+    base = Path(scan.source)
+    for part in (scan.train, scan.test):
+        for path in part.paths:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(base)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def check_folder_images(root: str | Path, *, image_size: int, channels: int) -> int:
+    """Decode every image of every part now, so an unreadable file stops a study at its start."""
+    scan = scan_folder(root)
+    paths = scan.train.paths + scan.test.paths
+    decode_images(paths, image_size, channels)
+    return len(paths)

@@ -229,3 +229,59 @@ def test_run_study_search_without_budget_refused(write_study, tmp_path: Path) ->
     raw["search"]["method"] = "random"
     with pytest.raises(ConfigError, match="search.trials or search.timeout"):
         run_study(write_study(raw), [], out=tmp_path / "r", quiet=True)
+
+
+def _image_folder(root: Path, per_class: int = 12) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["dark", "light"]):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, (12, 12)) + 150 * k
+            Image.fromarray(pixels.astype("uint8")).save(root / name / f"img{i:02d}.png")
+    return root
+
+
+def _folder_study(root: Path) -> dict[str, Any]:
+    raw = grid_study([0.0], ["none", "batch"], 1)
+    raw["data"] = {"dataset": "folder", "root": str(root), "image_size": 12, "val_fraction": 0.25}
+    return raw
+
+
+def test_run_study_folder_changed_refuses_resume(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
+    root = _image_folder(tmp_path / "images")
+    path = write_study(_folder_study(root))
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+    (root / "light" / "img03.png").unlink()
+    with pytest.raises(ConfigError, match="data files"):
+        run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+
+
+def test_run_study_folder_unreadable_image_stops_at_start(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
+    from interplay.errors import DataError
+
+    root = _image_folder(tmp_path / "images")
+    (root / "dark" / "broken.png").write_text("not an image")
+    with pytest.raises(DataError, match="broken.png"):
+        run_study(write_study(_folder_study(root)), [], out=tmp_path / "r", tracking=mlflow_uri)
+    assert not (tmp_path / "r" / "optuna.journal").exists()
+
+
+def test_run_study_new_without_previous_study_moves_nothing(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
+    path = write_study(grid_study([0.0], ["none"], 1))
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True, new=True)
+    assert not list(tmp_path.glob("results.*"))
+    run_study(path, ["training.epochs=2"], out=out, tracking=mlflow_uri, quiet=True, new=True)
+    aside = list(tmp_path.glob("results.*"))
+    assert len(aside) == 1 and (aside[0] / "optuna.journal").exists()
+    assert (out / "lock").exists() and (out / "optuna.journal").exists()

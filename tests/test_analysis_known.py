@@ -158,3 +158,62 @@ def test_random_design_surrogate_finds_planted_pair() -> None:
     importance = {i.param: i.importance for i in result.importance}
     assert importance["wd"] == min(importance.values())
     assert result.summary["importance"]["method"].startswith("optuna fANOVA")
+
+
+@pytest.mark.parametrize("method", ["grid", "random"])
+def test_eta2_interval_holds_zero_exactly_when_its_test_is_not_significant(method: str) -> None:
+    # Partial eta squared cannot be negative: a bootstrap interval of it sits above 0 even at
+    # p = 0.8. The interval from the F test must agree with the test instead.
+    if method == "grid":
+        params = [DROPOUT, NORM]
+        table = simulate_table(params, planted(0.0), seeds=2, noise_sd=1.0, seed=14)
+    else:
+        params = [ParamInfo("lr", "numeric", log=True), ParamInfo("wd", "numeric")]
+        table = simulate_table(
+            params,
+            lambda c: 85.0 + 2.0 * np.log10(c["lr"]),
+            design="random",
+            trials=30,
+            seeds=2,
+            ranges={"lr": (1e-4, 1e-1), "wd": (0.0, 1.0)},
+            seed=13,
+        )
+    result = analyze(table, params, method=method, n_boot=50, n_boot_surrogate=2)
+
+    assert result.summary["anova"]["partial_eta2_interval"]["level"] == pytest.approx(0.9)
+    assert result.anova is not None
+    verdicts = set()
+    for term in result.anova.terms:
+        assert term.p is not None and term.partial_eta2_ci is not None, term
+        low, high = term.partial_eta2_ci
+        assert 0.0 <= low <= high <= 1.0
+        assert (low > 0) == (term.p < 0.05), term
+        verdicts.add(term.p < 0.05)
+    assert verdicts == {True, False}  # both sides of the test are exercised
+
+
+def test_grid_configurations_without_a_compared_run_are_counted_by_reason() -> None:
+    table = simulate_table([DROPOUT, NORM], planted(0.0), seeds=2, noise_sd=0.5, seed=14)
+    failed, pruned, lost, short = table["config_id"].unique()[:4]
+    table.loc[table["config_id"] == failed, ["state", "reason"]] = ["failed", "loss is nan"]
+    table.loc[table["config_id"] == pruned, ["state", "epochs_done"]] = ["pruned", 1]
+    table = table[table["config_id"] != lost]  # a grid point that never ran
+    table = table.drop(index=table.index[table["config_id"] == short][:1])
+    result = analyze(table.reset_index(drop=True), [DROPOUT, NORM], method="grid", n_boot=0)
+
+    design = result.summary["design"]
+    assert design["configs_planned"] == 12 and design["configs_seen"] == 11
+    assert design["configs"] == 9 and design["complete_grid"] is False
+    assert design["configs_not_compared"] == {"failed": 1, "pruned": 1, "not run": 1}
+    assert design["runs_excluded"] == {"failed": 2, "pruned": 2}
+    assert (design["seeds_min"], design["seeds_max"]) == (1, 2)
+
+
+def test_best_lead_has_the_standard_error_of_a_difference_of_means() -> None:
+    table = simulate_table([DROPOUT, NORM], planted(2.0), seeds=3, noise_sd=0.5, seed=15)
+    table = table.drop(index=[0])
+    result = analyze(table, [DROPOUT, NORM], method="grid", n_boot=0)
+
+    best, noise = result.summary["best"], result.summary["noise"]["pooled_seed_sd"]
+    n1, n2 = best["n"], best["runner_up"]["n"]
+    assert best["difference_se"] == pytest.approx(noise * np.sqrt(1 / n1 + 1 / n2))

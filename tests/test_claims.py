@@ -104,6 +104,29 @@ def test_claim_beats_within_one_level_uses_only_those_runs() -> None:
     assert result.text == "norm=batch beats norm=none (within dropout=0.5)"
 
 
+def test_claim_beats_within_a_sampled_range_says_no_run_matches() -> None:
+    # A search samples lr from a range: no run sits exactly at lr=0.1, and the verdict must
+    # say so instead of a bare "fewer than two runs".
+    params = [ParamInfo("lr", "numeric", log=True), NORM]
+    table = simulate_table(
+        params,
+        lambda c: 80.0 + (3.0 if c["norm"] == "batch" else 0.0),
+        design="random",
+        trials=12,
+        seeds=2,
+        ranges={"lr": (1e-3, 1e-1)},
+        seed=2,
+    )
+    claim = Claim(kind="beats", param="norm", level="batch", other="none", within={"lr": 0.1})
+    (result,) = analyze(
+        table, params, method="random", claims=[claim], n_boot=0, n_boot_surrogate=2
+    ).claims
+    assert result.verdict == "inconclusive"
+    assert result.reason.startswith("no compared run matches within lr=0.1")
+    assert "searched over a range" in result.reason
+    assert result.statistic["n_within"] == 0
+
+
 @pytest.mark.parametrize(
     ("claim", "message"),
     [

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from interplay import plots
 from interplay.analysis import ParamInfo, Prepared, prepare, simulate_table
 from interplay.analysis.anova import grid_anova
-from interplay.analysis.effects import bootstrap_responses, eta2_intervals
+from interplay.analysis.effects import eta2_intervals
 from interplay.analysis.importance import PairStrength, ParamImportance
 
 LR = ParamInfo("lr", "numeric", log=True, levels=[1e-3, 1e-2, 1e-1])
@@ -109,7 +111,7 @@ def test_get_curves_info_early_stopped_run_drops_out(prepared: Prepared) -> None
 
 def test_get_importance_info_from_grid_anova(prepared: Prepared) -> None:
     anova, codes, terms = grid_anova(prepared)
-    eta2_intervals(anova, codes, terms, bootstrap_responses(prepared, 200, seed=0))
+    eta2_intervals(anova)
     info = plots.get_importance_info(anova)
 
     assert info.param_measure == info.pair_measure == "partial eta squared"
@@ -177,3 +179,109 @@ def test_plot_draws_legible_figure_and_saves_png_svg(
     assert files == {"png": f"{kind}_lr__norm.png", "svg": f"{kind}_lr__norm.svg"}
     assert (tmp_path / files["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (tmp_path / files["svg"]).read_text()
+
+
+def test_get_infos_bound_accuracy_axes_to_0_100(prepared: Prepared) -> None:
+    assert plots.get_interaction_info(prepared, "lr", "norm").y_bounds == (0.0, 100.0)
+    assert plots.get_main_effects_info(prepared).y_bounds == (0.0, 100.0)
+    assert plots.get_curves_info(prepared, "norm").y_bounds == (0.0, 100.0)
+    assert plots.get_gap_info(prepared).y_bounds is None  # a gap can be negative
+
+
+@pytest.mark.parametrize("kind", ["interaction", "main_effects", "curves"])
+def test_plot_accuracy_axis_stays_within_0_100(kind: str) -> None:
+    # Accuracies near 0 and 100 % with a wide seed spread: the bars reach past both ends.
+    table = simulate_table(
+        [LR, NORM], lambda c: 2.0 if c["norm"] == "none" else 98.0, seeds=3, noise_sd=6.0
+    )
+    prepared = prepare(table, [LR, NORM])
+    get_info, draw = DRAWINGS[kind]
+    info = get_info(prepared)
+    series = info.lines if kind == "interaction" else None
+    if series is not None:
+        highs = [h for s in series for h in s.high if h is not None]
+        lows = [v for s in series for v in s.low if v is not None]
+        assert max(highs) > 100.0 and min(lows) < 0.0  # the numbers stay as computed
+    fig = draw(info)
+    for ax in fig.axes:
+        if ax.get_visible() and ax.has_data():
+            low, high = ax.get_ylim()
+            assert low >= 0.0 and high <= 100.0
+
+
+def test_readable_ticks_drop_labels_that_would_touch() -> None:
+    positions = [5.8e-3, 7.5e-3, 0.0123, 0.0125]
+    labels = ["5.8e-3", "7.5e-3", "0.0123", "0.0125"]
+    kept = plots.readable_ticks(positions, labels, log=True)
+    assert kept == ([5.8e-3, 7.5e-3, 0.0123], ["5.8e-3", "7.5e-3", "0.0123"])
+    even = ([1e-3, 1e-2, 1e-1], ["1e-3", "0.01", "0.1"])
+    assert plots.readable_ticks(*even, log=True) == even
+
+
+def test_plot_interaction_tick_labels_do_not_overlap() -> None:
+    params = [ParamInfo("lr", "numeric", log=True), NORM]
+    table = simulate_table(
+        params,
+        mean,
+        design="random",
+        trials=4,
+        seeds=1,
+        ranges={"lr": (5e-3, 2e-2)},
+        seed=1,
+    )
+    table.loc[:, "param.lr"] = np.repeat([5.8e-3, 7.5e-3, 0.0123, 0.0125], len(table) // 4)
+    prepared = prepare(table, params)
+    fig = plots.plot_interaction(plots.get_interaction_info(prepared, "lr", "norm"))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert len(boxes) >= 2
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+@pytest.mark.parametrize("kind", ["interaction", "curves"])
+def test_plot_legend_clear_of_every_title(kind: str) -> None:
+    long = ParamInfo(
+        "normalization_kind", "categorical", levels=["none", "batch", "layer", "instance"]
+    )
+    rate = ParamInfo("learning_rate", "numeric", log=True, levels=[1e-3, 1e-2, 1e-1])
+    table = simulate_table(
+        [rate, long], lambda c: 60.0 + 5.0 * math.log10(c["learning_rate"]), seeds=2
+    )
+    prepared = prepare(table, [rate, long])
+    if kind == "interaction":
+        fig = plots.plot_interaction(
+            plots.get_interaction_info(prepared, "learning_rate", "normalization_kind")
+        )
+    else:
+        fig = plots.plot_curves(plots.get_curves_info(prepared, "normalization_kind"))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    legend = fig.legends[0].get_window_extent(renderer)
+    titles = [t for t in fig.findobj(Text) if t.get_text() and "(" in t.get_text()]
+    assert titles  # the title names what the bars or bands are
+    assert not any(legend.overlaps(t.get_window_extent(renderer)) for t in titles)
+
+
+def test_heatmap_and_interaction_say_when_there_is_no_sd() -> None:
+    table = simulate_table([LR, NORM], mean, seeds=1, noise_sd=0.5)
+    prepared = prepare(table, [LR, NORM])
+    heat = plots.get_heatmap_info(prepared, "lr", "norm")
+    assert heat.spread == "one run per cell, no sd"
+    assert "sd over" not in plots.get_interaction_info(prepared, "lr", "norm").error
+
+
+def test_heatmap_spread_notes_cells_with_one_run(prepared: Prepared) -> None:
+    assert plots.get_heatmap_info(prepared, "lr", "norm").spread == "mean ± sd over seeds"
+    runs = prepared.runs
+    first = runs.index[runs["config_id"] == runs["config_id"].iloc[0]]
+    prepared.runs = runs.drop(index=first[1:]).reset_index(drop=True)
+    heat = plots.get_heatmap_info(prepared, "lr", "norm")
+    assert heat.spread == "mean ± sd over seeds (none for one run)"
+
+
+def test_save_figure_png_at_print_resolution(prepared: Prepared, tmp_path: Path) -> None:
+    fig = plots.plot_heatmap(plots.get_heatmap_info(prepared, "lr", "norm"))
+    files = plots.save_figure(fig, tmp_path, "heat")
+    width, _ = struct.unpack(">II", (tmp_path / files["png"]).read_bytes()[16:24])
+    assert width == round(fig.get_size_inches()[0] * plots.STYLE["savefig.dpi"])

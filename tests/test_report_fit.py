@@ -127,7 +127,8 @@ def expected_numbers(summary: dict[str, Any], files: ReportFiles) -> tuple[list[
             fmt.p_value(entry["p"]),
             fmt.ratio(entry["residual_to_noise"]),
         ]
-        row.append(fmt.with_interval(entry["max_abs_residual"], entry["max_abs_residual_ci"]))
+        # A size that cannot be negative shows only the upper end of its interval.
+        row.append(fmt.with_upper(entry["max_abs_residual"], entry["max_abs_residual_ci"]))
         rows.append(row)
     md = page + claims + [x for row in rows for x in row]
     shown = page + (claims if files.fit.claim_detail else [])
@@ -241,6 +242,9 @@ def test_report_of_a_real_fashion_mnist_study(
     md = files.md.read_text()
     in_md, _ = expected_numbers(summary, files)
     assert [x for x in in_md if x not in md] == []
-    assert "Fashion-MNIST, 20 training images per class" in md
+    assert (
+        "Fashion-MNIST: 20 images per class drawn (200 in all), 20% of them held out for "
+        "validation: 160 train, 40 validation images"
+    ) in md
     assert "dropout x norm" in md  # the theory check for this pair
     assert all((paths.root / f).is_file() for f in re.findall(r"\]\(([^)]+\.png)\)", md))

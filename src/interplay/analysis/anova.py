@@ -48,6 +48,9 @@ class AnovaTerm:
     p: float | None
     partial_eta2: float | None
     partial_eta2_ci: tuple[float, float] | None = None
+    # The F test's denominator df: the full model's residual df in a grid; in a search the
+    # residual df of the model the term was tested in (it leaves out interactions with it).
+    df_resid: int | None = None
 
 
 @dataclass
@@ -276,6 +279,7 @@ def grid_anova(prepared: Prepared) -> tuple[AnovaResult, dict[str, np.ndarray], 
                 f=_finite(row["F"]),
                 p=_finite(row["PR(>F)"]),
                 partial_eta2=term_ss / (term_ss + resid) if term_ss + resid > 0 else None,
+                df_resid=resid_df,
             )
         )
     result.residual_ss = float(table.loc["Residual", "sum_sq"])
@@ -378,6 +382,7 @@ def regression_anova(prepared: Prepared) -> AnovaResult:
                     _finite(f),
                     _finite(p),
                     ss / (ss + bigger.ssr),
+                    df_resid=int(round(bigger.df_resid)),
                 )
             )
     return result

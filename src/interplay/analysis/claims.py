@@ -157,7 +157,7 @@ def _interaction(claim: Claim, ev: Evidence, alpha: float, min_effect: float | N
     stat |= {
         "F": term.f,
         "df": term.df,
-        "df_resid": ev.anova.residual_df if ev.anova else None,
+        "df_resid": term.df_resid,
         "p": term.p,
         "partial_eta2": term.partial_eta2,
         "partial_eta2_ci": term.partial_eta2_ci,
@@ -200,7 +200,14 @@ def _effect(claim: Claim, ev: Evidence, alpha: float, min_effect: float | None) 
         if ev.anova and term is not None:
             why = "; ".join(ev.anova.notes) or why
         return "inconclusive", f"the effect cannot be tested: {why}", method, stat
-    stat |= {"F": term.f, "df": term.df, "p": term.p, "partial_eta2": term.partial_eta2}
+    stat |= {
+        "F": term.f,
+        "df": term.df,
+        "df_resid": term.df_resid,
+        "p": term.p,
+        "partial_eta2": term.partial_eta2,
+        "partial_eta2_ci": term.partial_eta2_ci,
+    }
     range_ci = main.range_ci if main else None
     significant = term.p < alpha
     if claim.direction == "any":
@@ -243,8 +250,28 @@ def _beats(claim: Claim, ev: Evidence, alpha: float, min_effect: float | None) -
     )
     better = 1.0 if prepared.metric.direction == "maximize" else -1.0
     stat: dict[str, Any] = {"n_level": len(x), "n_other": len(z)}
+    within = ", ".join(f"{k}={format_level(v)}" for k, v in (claim.within or {}).items())
+    if within:
+        stat["n_within"] = int(mask.sum())
+    if within and not mask.any():
+        # A search samples a range, so a `within` value is rarely hit exactly: say so rather
+        # than leave the verdict unexplained.
+        ranged = [k for k in claim.within or {} if prepared.param(k).levels is None]
+        hint = (
+            f"; {', '.join(ranged)} is searched over a range, so no run sits exactly at that "
+            "value (use a grid, or drop `within`)"
+            if ranged
+            else ""
+        )
+        return "inconclusive", f"no compared run matches within {within}{hint}", method, stat
     if len(x) < 2 or len(z) < 2:
-        return "inconclusive", "fewer than two runs at a level: no test", method, stat
+        where = f" within {within} ({int(mask.sum())} runs there)" if within else ""
+        reason = (
+            f"fewer than two runs at a level{where}: {len(x)} at {p.name}="
+            f"{format_level(claim.level)}, {len(z)} at {p.name}={format_level(claim.other)}; "
+            "no test"
+        )
+        return "inconclusive", reason, method, stat
     diff = float(x.mean() - z.mean())
     stat |= {"mean_level": float(x.mean()), "mean_other": float(z.mean()), "difference": diff}
     if np.ptp(np.concatenate([x, z])) == 0:

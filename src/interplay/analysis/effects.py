@@ -1,10 +1,17 @@
-"""Effect sizes with bootstrap intervals: level means, interaction contrasts, partial eta squared.
+"""Effect sizes with intervals: level means, interaction contrasts, partial eta squared.
 
 All means weigh each configuration equally (the mean over configurations of the mean over
-seeds), so a configuration that lost a seed does not count less. Intervals come from a
-percentile bootstrap that resamples the seeds within each configuration (the replicates are
-the only random part of a grid); with two or three seeds per configuration such intervals are
-rough, and a configuration with one seed adds no spread at all.
+seeds), so a configuration that lost a seed does not count less. Intervals of level-mean
+sizes come from a percentile bootstrap that resamples the seeds within each configuration
+(the replicates are the only random part of a grid); with two or three seeds per
+configuration such intervals are rough, and a configuration with one seed adds no spread.
+
+Sizes that cannot be negative (the range of level means, the largest |residual from
+additivity|) are pushed above zero by noise alone, so the lower end of their bootstrap
+interval says nothing about whether an effect exists: judge that by the F test's p. Their
+upper end is still a fair bound on how large the effect may be (the claims use it to rule
+out effects that matter). Partial eta squared gets an interval from its F test instead (see
+`eta2_intervals`).
 
 Interaction contrast: of all 2 x 2 sub-tables of a pair's cell means, the one with the
 largest |difference of differences|, so it names the levels where the interaction is;
@@ -20,8 +27,9 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.oneway import confint_noncentrality
 
-from interplay.analysis.anova import AnovaResult, Term, TypeIISums
+from interplay.analysis.anova import AnovaResult
 from interplay.analysis.table import Prepared, discretize
 
 logger = logging.getLogger(__name__)
@@ -99,20 +107,31 @@ def _interval(samples: np.ndarray) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-def eta2_intervals(
-    anova: AnovaResult, codes: dict[str, np.ndarray], terms: list[Term], y: np.ndarray
-) -> None:
-    """Fill each term's partial eta squared interval from the bootstrap responses."""
-    if y.shape[1] < 2 or not anova.terms or anova.terms[0].f is None:
-        return
-    sums = TypeIISums(codes, terms)
-    boot = y[:, 1:]
-    ss = sums.sums(boot)
-    resid = sums.residual(boot)
+def eta2_intervals(anova: AnovaResult, alpha: float = 0.05) -> float:
+    """Fill each tested term's partial eta squared interval; returns its confidence level.
+
+    Partial eta squared is never negative, so a percentile bootstrap of it (or of any such
+    size) sits above zero even when the term has no effect at all: next to p = 0.8 it would
+    read "[0.03, 0.90]" and look like an effect. The interval here inverts the noncentral F
+    distribution of the term's own F test instead (Steiger 2004, via statsmodels): a
+    1 - 2 alpha interval of the noncentrality, converted with eta2 = lambda / (lambda + df1 +
+    df2 + 1). Its lower end is above zero exactly when the F test's p < alpha, so interval and
+    test always agree (the usual 90% interval for a test at 0.05).
+    """
+    level = 1.0 - 2.0 * alpha
     for term in anova.terms:
-        part = ss[term.params]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            term.partial_eta2_ci = _interval(part / (part + resid))
+        term.partial_eta2_ci = None
+        df_resid = term.df_resid if term.df_resid is not None else anova.residual_df
+        if term.f is None or term.p is None or term.df <= 0 or df_resid <= 0:
+            continue
+        low, high = confint_noncentrality(term.f, (term.df, df_resid), alpha=2.0 * alpha)
+        n = term.df + df_resid + 1
+        ends = [max(float(x), 0.0) for x in (low, high)]
+        # An F so small that even no effect puts it in the lower tail inverts to [0, 0], a
+        # certainty the data do not give: no interval then.
+        if all(np.isfinite(ends)) and ends[1] > 0:
+            term.partial_eta2_ci = (ends[0] / (ends[0] + n), ends[1] / (ends[1] + n))
+    return level
 
 
 def _config_means(prepared: Prepared, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -53,7 +53,7 @@ def write_figures(
             [a, b],
             plots.plot_heatmap(heat),
             f"heatmap_{a}__{b}",
-            f"Mean {metric} per {y} x {x} cell, with sd over {heat.over}; best cell outlined.",
+            f"{metric.capitalize()} per {y} x {x} cell: {heat.spread}; best cell outlined.",
         )
         inter = plots.get_interaction_info(prepared, x, y)
         add(
@@ -61,8 +61,12 @@ def write_figures(
             [a, b],
             plots.plot_interaction(inter),
             f"interaction_{a}__{b}",
-            f"{metric} against {x}, one line per {y}; bars: {inter.error}.",
+            f"{metric.capitalize()} against {x}, one line per {y}; bars: {inter.error}.",
         )
+    grid = result.summary.get("design", {}).get("method", "grid") == "grid"
+    # In a search the level means of one param average over whatever the sampler paired
+    # with them, so they mix its effect with the others'.
+    marginal = "" if grid else " (marginal means: confounded with the other params)"
     if names:
         mains = plots.get_main_effects_info(prepared)
         add(
@@ -70,7 +74,7 @@ def write_figures(
             names,
             plots.plot_main_effects(mains),
             "main_effects",
-            f"Mean {metric} per level of each param; bars: {mains.error}.",
+            f"Mean {metric} per level of each param{marginal}; bars: {mains.error}.",
         )
         if _has(prepared, "train_val_gap"):
             gap = plots.get_gap_info(prepared)
@@ -96,6 +100,11 @@ def write_figures(
         result.importance,
         result.strengths,
         unit=prepared.metric.unit,
+        eta2_level=float(
+            ((result.summary.get("anova") or {}).get("partial_eta2_interval") or {}).get(
+                "level", 0.9
+            )
+        ),
     )
     if bars.params or bars.pairs:
         add(
@@ -103,7 +112,8 @@ def write_figures(
             names,
             plots.plot_importance(bars),
             "importance",
-            f"{bars.param_measure} per param and {bars.pair_measure} per pair, 95% intervals.",
+            f"{bars.param_measure.capitalize()} per param and {bars.pair_measure} per pair; "
+            f"bars: {bars.interval}.",
         )
     return out
 

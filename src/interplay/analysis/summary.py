@@ -9,28 +9,37 @@ accuracies). Intervals are [low, high] 95% intervals. A number that is undefined
                   (maximize | minimize), mode (final | fixed epoch | last common epoch),
                   epoch (null for final), alpha, min_effect
     design        method (grid, random, tpe, gp), analysis (what was run), params
-                  [{name, kind, log, levels}], runs_total, runs_compared, configs,
-                  seeds_min, seeds_max, balanced, complete_grid
+                  [{name, kind, log, levels}], runs_total, runs_compared, runs_excluded
+                  {reason: runs}, configs (with a compared run), configs_planned (grid
+                  only), configs_seen, configs_not_compared {the reason all their runs
+                  share, or "mixed", or "not run": configurations}, seeds_min, seeds_max
+                  (compared runs per compared configuration), balanced, complete_grid
     exclusions    rule (which runs are compared, in words), counts {reason: runs},
                   excluded, early_stopped_kept, runs [{run_id, config_id, state, why}]
     noise         pooled_seed_sd (sd between seeds of a configuration, pooled), df,
                   residual_sd and residual_df of the ANOVA model, method
-    anova         null, or {method, formula, terms [{term, params, df, sum_sq, F, p,
+    anova         null, or {method, formula, terms [{term, params, df, df_resid, sum_sq, F, p,
                   partial_eta2, partial_eta2_ci}], residual {df, sum_sq, sd},
-                  not_estimable [{term, why}], notes, bootstrap {resamples, seed, method}}
-    main_effects  [{param, labels, levels, means, sds, n, range, range_ci, trend_spearman}]
+                  not_estimable [{term, why}], notes, partial_eta2_interval {level,
+                  method}, bootstrap {resamples, seed, method}}; partial_eta2_ci comes
+                  from the term's F test and holds 0 exactly when p >= alpha
+    main_effects  [{param, labels, levels, means, sds, n, range, range_ci, trend_spearman}];
+                  in a search the level means are marginal, so confounded
     interactions  ranked, strongest first: [{rank, params [a, b], strength,
-                  strength_measure, method, testable, why_not, F, df, p, partial_eta2,
+                  strength_measure, method, testable, why_not, F, df, df_resid, p, partial_eta2,
                   partial_eta2_ci, test_method, noise_sd, figures {heatmap, interaction}
                   (each {png, svg}), and for grids: cell_means {params, levels_a, levels_b,
                   means[i][j]}, contrast, contrast_ci, contrast_levels {a: [a1, a2],
                   b: [b1, b2]}, max_abs_residual, max_abs_residual_ci, max_residual_cell,
-                  residual_to_noise; for other designs: h, h_ci, size, size_ci}]
+                  residual_to_noise; for other designs: h, h_ci, size, size_ci}];
+                  bootstrap intervals of sizes that cannot be negative (range_ci,
+                  max_abs_residual_ci, h_ci, size_ci) inform by their upper end only
     importance    null, or {method, params [{param, importance, ci}], surrogate_r2}
     claims        {rule, alpha, min_effect, items [{index, kind, text, verdict (supported |
                   not supported | inconclusive), reason, method, statistic {...}}]}
     best          {config_id, params {name: value}, mean, sd, n, runner_up {...} | null,
-                  difference_to_runner_up}
+                  difference_to_runner_up, difference_se (pooled seed sd x
+                  sqrt(1/n_best + 1/n_runner_up))}
     configs       [{config_id, params, mean, sd, n}], best first
     figures       [{kind, params, png, svg, caption}], paths relative to the output folder
     files         {results, summary, figures_dir}
@@ -83,6 +92,10 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = "interplay.analysis/1"
 BOOTSTRAP = "percentile bootstrap; seeds resampled within each configuration (modified residuals)"
+ETA2_INTERVAL = (
+    "noncentral F inverted at the term's F test (Steiger 2004, statsmodels), 1 - 2 alpha "
+    "confidence: its lower end is above 0 exactly when p < alpha"
+)
 
 
 @dataclass
@@ -160,9 +173,8 @@ def analyze(
     strengths: list[PairStrength] = []
     r2: float | None = None
     if grid:
-        anova, codes, terms = grid_anova(prepared)
+        anova, _, _ = grid_anova(prepared)
         y = bootstrap_responses(prepared, n_boot, seed)
-        eta2_intervals(anova, codes, terms, y)
         mains = main_effects(prepared, y)
         pairs = [pair_effects(prepared, y, a, b) for a, b in itertools.combinations(names, 2)]
         analysis = "factorial ANOVA (statsmodels, type II) with bootstrap intervals"
@@ -175,6 +187,7 @@ def analyze(
         importance = fanova_importance(prepared, n_boot=n_boot_surrogate, seed=seed)
         strengths, r2 = surrogate_interactions(prepared, n_boot=n_boot_surrogate, seed=seed)
         analysis = "fANOVA importance (optuna), Friedman's H on a random forest, OLS F tests"
+    eta2_level = eta2_intervals(anova, alpha)
 
     evidence = Evidence(
         prepared,
@@ -214,7 +227,7 @@ def analyze(
             "residual_df": anova.residual_df if anova else None,
             "method": "sd over seeds within each configuration (ddof 1), pooled",
         },
-        "anova": _anova_dict(anova, n_boot, seed) if anova else None,
+        "anova": _anova_dict(anova, n_boot, seed, eta2_level) if anova else None,
         "main_effects": [_main_dict(m) for m in mains],
         "interactions": ranked,
         "importance": {
@@ -232,7 +245,7 @@ def analyze(
             "min_effect": min_effect,
             "items": [asdict(c) for c in verdicts],
         },
-        "best": _best(configs, names),
+        "best": _best(configs, names, seed_sd),
         "configs": [_config_dict(row, names) for _, row in configs.iterrows()],
         "figures": [],
         "files": {"results": "results.csv", "summary": "summary.json", "figures_dir": "figures"},
@@ -305,13 +318,29 @@ def _design(
 ) -> dict[str, Any]:
     counts = configs["n"] if len(configs) else pd.Series([0])
     expected = math.prod(len(p.levels or []) for p in prepared.params) if prepared.params else 1
+    compared = {str(c) for c in configs["config_id"]}
+    reasons: dict[str, set[str]] = {}
+    for item in prepared.exclusions:
+        if item.config_id not in compared:
+            reasons.setdefault(item.config_id, set()).add(item.why.split(":")[0])
+    not_compared: dict[str, int] = {}
+    for why in reasons.values():
+        key = next(iter(why)) if len(why) == 1 else "mixed"
+        not_compared[key] = not_compared.get(key, 0) + 1
+    seen = len(compared) + len(reasons)
+    if method == "grid" and expected > seen:
+        not_compared["not run"] = expected - seen
     return {
         "method": method,
         "analysis": analysis,
         "params": [asdict(p) for p in prepared.params],
         "runs_total": prepared.n_total,
         "runs_compared": len(prepared.runs),
+        "runs_excluded": prepared.exclusion_counts(),
         "configs": len(configs),
+        "configs_planned": expected if method == "grid" else None,
+        "configs_seen": seen,
+        "configs_not_compared": not_compared,
         "seeds_min": int(counts.min()),
         "seeds_max": int(counts.max()),
         "balanced": bool(counts.min() == counts.max()),
@@ -319,7 +348,7 @@ def _design(
     }
 
 
-def _anova_dict(anova: AnovaResult, n_boot: int, seed: int) -> dict[str, Any]:
+def _anova_dict(anova: AnovaResult, n_boot: int, seed: int, eta2_level: float) -> dict[str, Any]:
     return {
         "method": anova.method,
         "formula": anova.formula,
@@ -328,6 +357,7 @@ def _anova_dict(anova: AnovaResult, n_boot: int, seed: int) -> dict[str, Any]:
                 "term": t.term,
                 "params": list(t.params),
                 "df": t.df,
+                "df_resid": t.df_resid,
                 "sum_sq": t.sum_sq,
                 "F": t.f,
                 "p": t.p,
@@ -343,6 +373,7 @@ def _anova_dict(anova: AnovaResult, n_boot: int, seed: int) -> dict[str, Any]:
         },
         "not_estimable": anova.not_estimable,
         "notes": anova.notes,
+        "partial_eta2_interval": {"level": eta2_level, "method": ETA2_INTERVAL},
         "bootstrap": {"resamples": n_boot, "seed": seed, "method": BOOTSTRAP},
     }
 
@@ -379,6 +410,7 @@ def _rank(
             "why_not": anova.why_not(a, b) if anova else "no ANOVA",
             "F": term.f if term else None,
             "df": term.df if term else None,
+            "df_resid": term.df_resid if term else None,
             "p": term.p if term else None,
             "partial_eta2": term.partial_eta2 if term else None,
             "partial_eta2_ci": term.partial_eta2_ci if term else None,
@@ -460,11 +492,16 @@ def _config_dict(row: pd.Series, names: list[str]) -> dict[str, Any]:
     }
 
 
-def _best(configs: pd.DataFrame, names: list[str]) -> dict[str, Any] | None:
+def _best(configs: pd.DataFrame, names: list[str], seed_sd: float | None) -> dict[str, Any] | None:
     if configs.empty:
         return None
     best = _config_dict(configs.iloc[0], names)
     runner = _config_dict(configs.iloc[1], names) if len(configs) > 1 else None
     best["runner_up"] = runner
     best["difference_to_runner_up"] = best["mean"] - runner["mean"] if runner else None
+    # The noise of a difference of two means, from the pooled seed sd: comparing the lead
+    # with the seed sd alone would ignore how many seeds each mean averages.
+    best["difference_se"] = (
+        seed_sd * math.sqrt(1 / best["n"] + 1 / runner["n"]) if runner and seed_sd else None
+    )
     return best

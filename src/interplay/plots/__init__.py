@@ -33,6 +33,8 @@ from interplay.plots.info import (
     get_interaction_info,
     get_main_effects_info,
     orient,
+    readable_ticks,
+    value_bounds,
 )
 
 __all__ = [
@@ -60,5 +62,7 @@ __all__ = [
     "plot_importance",
     "plot_interaction",
     "plot_main_effects",
+    "readable_ticks",
     "save_figure",
+    "value_bounds",
 ]

@@ -29,6 +29,7 @@ from interplay.plots.info import (
     MainEffectsInfo,
     Panel,
     Series,
+    readable_ticks,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ def _x_axis(ax: Axes, positions: list[float], labels: list[str], log: bool, cat:
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())
+    if not cat:
+        positions, labels = readable_ticks(positions, labels, log)
     ax.set_xticks(positions, labels)
     if cat or len(labels) > 4:
         for tick in ax.get_xticklabels():
@@ -79,6 +82,14 @@ def _x_axis(ax: Axes, positions: list[float], labels: list[str], log: bool, cat:
             tick.set_horizontalalignment("right" if tick.get_rotation() else "center")
     if cat:
         ax.set_xlim(-0.5, len(positions) - 0.5)
+
+
+def _clip_y(ax: Axes, bounds: tuple[float, float] | None) -> None:
+    """Keep the y axis within what the metric can be (0-100 % for accuracies)."""
+    if bounds is None:
+        return
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(low, bounds[0]), min(high, bounds[1]))
 
 
 def _dodge(series: Series, k: int, count: int, log: bool, cat: bool) -> np.ndarray:
@@ -139,12 +150,12 @@ def plot_heatmap(info: HeatmapInfo) -> Figure:
         if info.best is not None:
             j, i = info.best
             ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, lw=1.6, ec="red"))
-        ax.set_title(f"{info.y_param} x {info.x_param}: mean ± sd over {info.over}")
+        fig.suptitle(f"{info.y_param} x {info.x_param}: {info.spread}", fontsize=8)
     return fig
 
 
 def plot_interaction(info: InteractionInfo) -> Figure:
-    """The metric against one param, a line per level of the other, 95% CI bars."""
+    """The metric against one param, a line per level of the other, bars of ±1 sd."""
     with _style():
         fig = _figure()
         ax = fig.add_subplot()
@@ -152,10 +163,13 @@ def plot_interaction(info: InteractionInfo) -> Figure:
             x = _dodge(series, k, len(info.lines), info.x_log, info.x_categorical)
             _errorbar(ax, x, series, label=series.label)
         _x_axis(ax, info.x_positions, info.x_labels, info.x_log, info.x_categorical)
+        _clip_y(ax, info.y_bounds)
         ax.set_xlabel(_x_label(info.x_param, info.x_log, info.x_binned))
         ax.set_ylabel(info.metric_label)
-        ax.set_title(f"{info.line_param} x {info.x_param} (bars: {info.error})", fontsize=7)
-        fig.legend(loc="outside right upper", title=info.line_param, frameon=False)
+        # The title spans the figure and the legend sits beside the axes at mid height, so
+        # the legend's own title never runs into the figure's (as it did at the top right).
+        fig.suptitle(f"{info.line_param} x {info.x_param} (bars: {info.error})", fontsize=7)
+        fig.legend(loc="outside right center", title=info.line_param, frameon=False)
     return fig
 
 
@@ -169,6 +183,8 @@ def _panels(info: MainEffectsInfo, title: str) -> Figure:
         axes = fig.subplots(rows, columns, sharey=True, squeeze=False).ravel()
         for ax, panel in zip(axes, info.panels, strict=False):
             _panel(ax, panel)
+        # The axes share y: clipping one clips them all.
+        _clip_y(axes[0], info.y_bounds)
         for ax in axes[len(info.panels) :]:
             ax.set_visible(False)
         for row in range(rows):
@@ -215,8 +231,9 @@ def plot_curves(info: CurvesInfo) -> Figure:
         if info.epochs:
             step = max(1, len(info.epochs) // 8)
             ax.set_xticks(info.epochs[::step])
-        ax.set_title(f"Learning curves by {info.param} (band: {info.band})", fontsize=7)
-        fig.legend(loc="outside right upper", title=info.param, frameon=False)
+        _clip_y(ax, info.y_bounds)
+        fig.suptitle(f"Learning curves by {info.param} (band: {info.band})", fontsize=7)
+        fig.legend(loc="outside right center", title=info.param, frameon=False)
     return fig
 
 
@@ -234,13 +251,16 @@ def plot_importance(info: ImportanceInfo) -> Figure:
         for ax, (bars, measure) in zip(axes, groups, strict=True):
             y = np.arange(len(bars))[::-1]
             values = np.array([b.value for b in bars])
+            # TODO: search designs draw the whole bootstrap interval of fANOVA shares and H
+            # sizes, whose lower end noise lifts above 0 (the report prints only the upper
+            # end); a one-sided whisker would read more honestly.
             low = np.array([b.value - b.low if b.low is not None else 0.0 for b in bars])
             high = np.array([b.high - b.value if b.high is not None else 0.0 for b in bars])
             ax.barh(y, values, xerr=np.vstack([low, high]).clip(min=0), capsize=2, color="C0")
             ax.set_yticks(y, [b.label for b in bars])
             ax.set_xlabel(measure)
             ax.grid(axis="y", visible=False)
-        fig.suptitle("Importance and interaction strength (bars: 95% interval)", fontsize=7)
+        fig.suptitle(f"Importance and interaction strength (bars: {info.interval})", fontsize=7)
     return fig
 
 
@@ -251,6 +271,7 @@ def save_figure(fig: Figure, directory: Path, stem: str) -> dict[str, str]:
     out = {}
     for fmt in ("png", "svg"):
         path = directory / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt)
+        # savefig runs outside the style context, so its dpi is passed on explicitly.
+        fig.savefig(path, format=fmt, dpi=STYLE["savefig.dpi"])
         out[fmt] = path.name
     return out

@@ -18,12 +18,16 @@ from scipy import stats
 
 from interplay.analysis.anova import AnovaResult, AnovaTerm
 from interplay.analysis.importance import PairStrength, ParamImportance
-from interplay.analysis.table import Levels, Prepared, discretize, metric_info
+from interplay.analysis.table import Levels, MetricInfo, Prepared, discretize, metric_info
 
 logger = logging.getLogger(__name__)
 
 ERROR_BARS = "95% CI of the mean over runs"
 BAND = "±1 sd over runs"
+NO_BARS = "none, one run per point"
+# Width of one tick-label character as a share of a figure's x axis (7 pt DejaVu Sans on the
+# ~2.4 in axis of a half-page figure), to keep tick labels from running into each other.
+CHAR_SHARE = 0.026
 
 
 @dataclass
@@ -42,6 +46,15 @@ class HeatmapInfo:
     binned: bool
     y_categorical: bool
     over: str = "seeds"
+
+    @property
+    def spread(self) -> str:
+        """What the cells show: mean ± sd over seeds, or that a cell has no sd."""
+        sds = [v for row in self.sd for v in row if v is not None]
+        if not sds:
+            return "one run per cell, no sd"
+        one_run = any(c == 1 for row in self.n for c in row)
+        return f"mean ± sd over {self.over}" + (" (none for one run)" if one_run else "")
 
 
 @dataclass
@@ -68,6 +81,7 @@ class InteractionInfo:
     lines: list[Series]
     metric_label: str
     error: str = ERROR_BARS
+    y_bounds: tuple[float, float] | None = None
 
 
 @dataclass
@@ -88,6 +102,7 @@ class MainEffectsInfo:
     panels: list[Panel]
     metric_label: str
     error: str = ERROR_BARS
+    y_bounds: tuple[float, float] | None = None
 
 
 @dataclass
@@ -99,6 +114,7 @@ class CurvesInfo:
     series: list[Series]
     metric_label: str
     band: str = BAND
+    y_bounds: tuple[float, float] | None = None
 
 
 @dataclass
@@ -118,9 +134,44 @@ class ImportanceInfo:
     param_measure: str
     pair_measure: str
     methods: list[str] = field(default_factory=list)
+    interval: str = "95% bootstrap interval"
 
 
 Spread = Callable[[np.ndarray], tuple[float | None, float | None, float | None]]
+
+
+def value_bounds(info: MetricInfo) -> tuple[float, float] | None:
+    """The values an accuracy can take, in its display unit (0 to 100 %); None otherwise.
+
+    Error bars of a mean near 0 or 100 % reach past what an accuracy can be; the figures
+    clip their axis to these bounds (the numbers in the summary stay as computed).
+    """
+    return (0.0, 1.0 * info.scale) if info.name.endswith("acc") else None
+
+
+def readable_ticks(
+    positions: list[float], labels: list[str], log: bool, char_share: float = CHAR_SHARE
+) -> tuple[list[float], list[str]]:
+    """The ticks of a numeric axis whose labels do not run into each other.
+
+    A search samples values that can sit almost on top of each other (0.0123 and 0.0125 on a
+    log axis): a tick whose label would touch the label kept before it is dropped, though its
+    point is still drawn. Written here because matplotlib places ticks at given positions
+    without checking that their labels fit.
+    """
+    if len(positions) < 2:
+        return list(positions), list(labels)
+    x = np.log10(np.asarray(positions, dtype=float)) if log else np.asarray(positions, float)
+    span = float(x.max() - x.min()) or 1.0
+    share = (x - x.min()) / span
+    order = np.argsort(share, kind="stable")
+    kept = [int(order[0])]
+    for i in order[1:]:
+        last = kept[-1]
+        needed = char_share * (len(labels[i]) + len(labels[last])) / 2 + char_share
+        if share[i] - share[last] >= needed:
+            kept.append(int(i))
+    return [positions[i] for i in kept], [labels[i] for i in kept]
 
 
 def _mean_ci(values: np.ndarray) -> tuple[float | None, float | None, float | None]:
@@ -229,6 +280,8 @@ def get_interaction_info(prepared: Prepared, x: str, line: str) -> InteractionIn
         _series(label, lx, values, ll.codes == k, _mean_sd) for k, label in enumerate(ll.labels)
     ]
     px = prepared.param(x)
+    bars = any(v is not None for s in lines for v in s.low)
+    over = _over(prepared, lx.codes * len(ll.labels) + ll.codes)
     return InteractionInfo(
         x_param=x,
         line_param=line,
@@ -239,13 +292,15 @@ def get_interaction_info(prepared: Prepared, x: str, line: str) -> InteractionIn
         x_binned=lx.binned,
         lines=lines,
         metric_label=prepared.metric.axis_label,
-        error=f"mean \u00b1 sd over {_over(prepared, lx.codes * len(ll.labels) + ll.codes)}",
+        error=f"mean \u00b1 sd over {over}" if bars else NO_BARS,
+        y_bounds=value_bounds(prepared.metric),
     )
 
 
 def get_main_effects_info(prepared: Prepared, metric: str | None = None) -> MainEffectsInfo:
     """One panel per param; `metric` picks another final metric column (e.g. the gap)."""
     values, label = _values(prepared, metric)
+    info = prepared.metric if metric is None else metric_info(metric)
     everything = np.ones(len(values), dtype=bool)
     panels = []
     for p in prepared.params:
@@ -261,7 +316,7 @@ def get_main_effects_info(prepared: Prepared, metric: str | None = None) -> Main
                 series=_series(p.name, levels, values, everything & np.isfinite(values)),
             )
         )
-    return MainEffectsInfo(panels, label)
+    return MainEffectsInfo(panels, label, y_bounds=value_bounds(info))
 
 
 def get_gap_info(prepared: Prepared) -> MainEffectsInfo:
@@ -310,7 +365,7 @@ def get_curves_info(prepared: Prepared, param: str, metric: str | None = None) -
             highs.append(mean + sd if mean is not None and sd is not None else None)
             counts.append(len(column))
         series.append(Series(label, [float(e) for e in epochs], means, lows, highs, counts))
-    return CurvesInfo(param, epochs, series, info.axis_label)
+    return CurvesInfo(param, epochs, series, info.axis_label, y_bounds=value_bounds(info))
 
 
 def get_importance_info(
@@ -318,8 +373,13 @@ def get_importance_info(
     importance: list[ParamImportance] | None = None,
     strengths: list[PairStrength] | None = None,
     unit: str = "",
+    eta2_level: float = 0.9,
 ) -> ImportanceInfo:
-    """Bars from the grid ANOVA (partial eta squared) or from fANOVA and Friedman's H."""
+    """Bars from the grid ANOVA (partial eta squared) or from fANOVA and Friedman's H.
+
+    `eta2_level` is the confidence of the partial eta squared intervals (from each term's F
+    test, see interplay.analysis.effects.eta2_intervals).
+    """
     if anova is not None and any(t.partial_eta2 is not None for t in anova.terms):
         mains = [_eta_bar(t) for t in anova.terms if len(t.params) == 1]
         pairs = [_eta_bar(t) for t in anova.terms if len(t.params) == 2]
@@ -330,6 +390,7 @@ def get_importance_info(
             measure,
             measure,
             [anova.method],
+            f"{eta2_level:.0%} interval from each F test",
         )
     params = [Bar(i.param, i.importance, *_ends(i.ci)) for i in importance or []]
     pairs = [Bar(" x ".join(s.params), s.size, *_ends(s.size_ci)) for s in strengths or []]

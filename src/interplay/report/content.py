@@ -15,18 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from interplay.config import Claim, Study
-from interplay.report import numbers as fmt
 from interplay.report.findings import (
-    DATASETS,
     Line,
     Table,
     best_lines,
     claim_line,
     interactions_note,
     interactions_table,
+    noise_line,
+)
+from interplay.report.header import (
+    data_facts,
+    data_line,
+    dataset_classes,
+    design_line,
+    near_chance,
+)
+from interplay.report.observations import (
     limitations,
     measurable_first,
-    noise_line,
     observations,
     theory_line,
 )
@@ -37,12 +44,6 @@ logger = logging.getLogger(__name__)
 SECTIONS = ("Hypothesis", "Findings", "Figures", "Reflection", "Limitations")
 CONTINUED = "(continued in report.md)"
 PAIR_FIGURES = ("heatmap", "interaction")
-DESIGNS = {
-    "grid": "Full grid over",
-    "random": "Random search over",
-    "tpe": "TPE search over",
-    "gp": "Gaussian-process search over",
-}
 
 
 @dataclass
@@ -90,6 +91,7 @@ def build_content(
     compute_s: float | None,
     raw: dict[str, Any] | None = None,
     today: date | None = None,
+    num_classes: int | None = None,
 ) -> ReportContent:
     """Choose what the report says from the analysis summary and the study.
 
@@ -104,6 +106,8 @@ def build_content(
         raw: the study file's settings before placeholders are filled (StudyFile.raw), to
             tell which setting each param sets; None falls back to param names.
         today: the report's date.
+        num_classes: the dataset's number of classes, for the chance level; None reads it
+            from the study's data section (nothing is decoded).
 
     Returns:
         The content, complete; renderers decide how much of it fits the page.
@@ -116,15 +120,17 @@ def build_content(
     record = _hypothesis_record(study, hypothesis)
     claims = [claim_line(item, summary) for item in (summary.get("claims") or {}).get("items", [])]
     figures, missing = _figures(study.report.figures, summary, analysis_dir)
+    facts = data_facts(study.data, num_classes or dataset_classes(study.data))
+    chance = near_chance(summary, facts)
     return ReportContent(
         title=study.report.title or study.name,
         subtitle=study.description,
-        meta=_meta(study, metric, today or date.today()),
-        design=_design(study, design, compute_s),
+        meta=_meta(study, metric, today or date.today(), data_line(study.data, facts)),
+        design=design_line(study, design, compute_s),
         hypothesis_text=str(record.get("text") or "").strip(),
         hypothesis_claims=_claim_texts(record.get("claims") or [], metric.get("name", "")),
-        hypothesis_notes=_hypothesis_notes(hypothesis),
-        best=best_lines(summary, test),
+        hypothesis_notes=_hypothesis_notes(hypothesis, record),
+        best=best_lines(summary, test, chance),
         claims=claims,
         claims_rule=str((summary.get("claims") or {}).get("rule", "")),
         interactions=interactions_table(summary),
@@ -133,9 +139,9 @@ def build_content(
         figures=figures,
         missing_figures=missing,
         reflection=reflection.strip(),
-        observations=observations(summary, checks),
+        observations=observations(summary, checks, chance),
         theory=[theory_line(c) for c in measurable_first(checks)],
-        limitations=limitations(study, summary, test, hypothesis),
+        limitations=limitations(study, summary, test, hypothesis, facts, chance),
         checks=checks,
     )
 
@@ -165,15 +171,7 @@ def shorten(text: str, chars: int) -> tuple[str, bool]:
 # ---------------------------------------------------------------- header
 
 
-def _meta(study: Study, metric: dict[str, Any], today: date) -> list[str]:
-    data = study.data
-    name = DATASETS.get(data.dataset, data.dataset)
-    if data.dataset == "folder":
-        name = f"image folder {data.root}"
-    parts = [name]
-    if data.subset is not None:
-        parts.append(f"{data.subset} training images per class")
-    parts.append(f"{fmt.level(data.val_fraction * 100)}% held out for validation")
+def _meta(study: Study, metric: dict[str, Any], today: date, data: str) -> list[str]:
     mode = metric.get("mode", "final")
     when = {
         "final": "final epoch",
@@ -182,35 +180,7 @@ def _meta(study: Study, metric: dict[str, Any], today: date) -> list[str]:
     }.get(mode, mode)
     label = metric.get("label", metric.get("name", "metric"))
     unit = f" ({metric['unit']})" if metric.get("unit") else ""
-    return [f"{today.isoformat()}", ", ".join(parts), f"Metric: {label}{unit}, {when}"]
-
-
-def _design(study: Study, design: dict[str, Any], compute_s: float | None) -> str:
-    method = design.get("method", study.search.method)
-    described = []
-    for p in design.get("params") or []:
-        levels = p.get("levels")
-        if levels:
-            shown = ", ".join(fmt.level(v) for v in levels)
-        else:
-            spec = study.search.params.get(p["name"])
-            low = fmt.level(spec.low) if spec is not None else "?"
-            high = fmt.level(spec.high) if spec is not None else "?"
-            shown = f"{low} to {high}" + (", log" if p.get("log") else "")
-        described.append(f"{p['name']} ({shown})")
-    joiner = " x " if method == "grid" else ", "
-    lo, hi = design.get("seeds_min"), design.get("seeds_max")
-    seeds = f"{lo}" if lo == hi else f"{lo} to {hi}"
-    plural = "" if lo == hi == 1 else "s"
-    epochs = study.training.epochs
-    stop = " (early stopping)" if study.training.early_stopping.patience else ""
-    compute = f"compute {fmt.duration(compute_s)}" if compute_s is not None else "compute unknown"
-    return (
-        f"{DESIGNS.get(method, method)} {joiner.join(described)}: "
-        f"{design.get('configs')} configurations x {seeds} seed{plural}, up to {epochs} "
-        f"epochs{stop}; {design.get('runs_total')} runs ({design.get('runs_compared')} "
-        f"compared); {compute}."
-    )
+    return [f"{today.isoformat()}", data, f"Metric: {label}{unit}, {when}"]
 
 
 # ---------------------------------------------------------------- hypothesis
@@ -234,13 +204,17 @@ def _claim_texts(claims: list[dict[str, Any]], metric: str) -> list[str]:
     return out
 
 
-def _hypothesis_notes(hypothesis: dict[str, Any] | None) -> list[str]:
+def _hypothesis_notes(hypothesis: dict[str, Any] | None, shown: dict[str, Any]) -> list[str]:
+    written = bool(str(shown.get("text") or "").strip() or shown.get("claims"))
     if hypothesis is None:
+        if not written:
+            return []
         return ["No hypothesis was recorded before the first run; shown as in the study file."]
     recorded = str(hypothesis.get("recorded_at", "?"))[:10]
     edits = hypothesis.get("edits") or []
     late = [e for e in edits if e.get("after_results")]
-    notes = [f"As recorded on {recorded}, before the first run."]
+    # An empty record is no hypothesis: "as recorded" would claim one was written.
+    notes = [f"As recorded on {recorded}, before the first run."] if written else []
     if late:
         when = ", ".join(sorted({str(e.get("at", "?"))[:10] for e in late}))
         notes.append(
@@ -260,7 +234,17 @@ def _figures(
 ) -> tuple[list[FigureRef], list[str]]:
     listed = summary.get("figures") or []
     top = (summary.get("interactions") or [None])[0]
-    mains = sorted(summary.get("main_effects") or [], key=lambda m: -(m.get("range") or 0.0))
+    # The param whose curves are shown: the most important one. In a search the spans of
+    # level means are confounded, so fANOVA's importance ranks the params there.
+    shares = {
+        p["param"]: p.get("importance") or 0.0
+        for p in (summary.get("importance") or {}).get("params") or []
+    }
+
+    def weight(m: dict[str, Any]) -> float:
+        return float(shares.get(m["param"], 0.0) if shares else m.get("range") or 0.0)
+
+    mains = sorted(summary.get("main_effects") or [], key=lambda m: -weight(m))
     out, missing = [], []
     for kind in kinds:
         if kind in PAIR_FIGURES and top is not None:

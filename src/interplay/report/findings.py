@@ -1,7 +1,10 @@
-"""The Findings, Reflection and Limitations items of the report, from the analysis summary.
+"""The Findings items of the report, from the analysis summary.
 
 Each builder reads summary.json's fields (layout in interplay.analysis.summary) and writes
-every number with interplay.report.numbers.
+every number with interplay.report.numbers. Sizes that cannot be negative (partial eta
+squared, a range of level means, the largest departure from additivity, Friedman's H)
+always stand next to the p of their test, and their bootstrap intervals show only the
+upper end: noise alone lifts such a size above zero, so it must not read as an effect.
 """
 
 from __future__ import annotations
@@ -10,13 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from interplay.config import Study
 from interplay.report import numbers as fmt
-from interplay.report.theory import PREDICTIONS, ROLE_WORDS, TheoryCheck
 
 logger = logging.getLogger(__name__)
-
-DATASETS = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "digits": "digits (8x8)"}
 
 
 @dataclass
@@ -45,14 +44,32 @@ def value_unit(summary: dict[str, Any]) -> str:
     return f" {unit}" if unit else ""
 
 
-# ---------------------------------------------------------------- findings
+def alpha_of(summary: dict[str, Any]) -> float:
+    return float((summary.get("metric") or {}).get("alpha", 0.05))
+
+
+def is_grid(summary: dict[str, Any]) -> bool:
+    return (summary.get("design") or {}).get("method", "grid") == "grid"
+
+
+def eta2_level(summary: dict[str, Any]) -> str:
+    """The confidence of the partial eta squared intervals: '90%' for alpha 0.05."""
+    interval = (summary.get("anova") or {}).get("partial_eta2_interval") or {}
+    return fmt.percent(interval.get("level", 1.0 - 2.0 * alpha_of(summary)))
 
 
 def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={fmt.level(v)}" for k, v in params.items())
 
 
-def best_lines(summary: dict[str, Any], test: dict[str, Any] | None) -> list[Line]:
+def best_lines(
+    summary: dict[str, Any], test: dict[str, Any] | None, chance: str | None = None
+) -> list[Line]:
+    """The best configuration, the runner-up and the test accuracy.
+
+    `chance` says why the best accuracy is near chance level (see
+    interplay.report.header.near_chance), or is None.
+    """
     best = summary.get("best")
     if not best:
         return [Line("No configuration has a compared run.", lead="Best configuration")]
@@ -60,19 +77,20 @@ def best_lines(summary: dict[str, Any], test: dict[str, Any] | None) -> list[Lin
     vu, uw = value_unit(summary), unit_word(summary)
     n = best.get("n")
     spread = f" ± {fmt.value(best['sd'])}" if best.get("sd") is not None else ""
-    over = f"mean ± sd over {n} seeds" if spread else f"{n} seed"
-    lines = [
-        Line(
-            f"{_params_text(best['params'])}: {label} {fmt.value(best['mean'])}{spread}{vu} "
-            f"({over}).",
-            lead="Best configuration",
+    over = f"mean ± sd over {fmt.plural(n, 'seed')}" if spread else fmt.plural(n, "seed")
+    text = f"{_params_text(best['params'])}: {label} {fmt.value(best['mean'])}{spread}{vu} "
+    text += f"({over})."
+    if chance:
+        text += (
+            f" This is near chance level ({chance}): the models barely learned, so the "
+            "ranking says little."
         )
-    ]
+    lines = [Line(text, lead="Best configuration")]
     runner = best.get("runner_up")
     if runner:
         gap = best.get("difference_to_runner_up")
-        noise = (summary.get("noise") or {}).get("pooled_seed_sd")
-        vs = f", against a seed sd of {fmt.value(noise)}" if noise is not None else ""
+        se = best.get("difference_se")
+        vs = f"; standard error of the difference {fmt.value(se)}" if se is not None else ""
         lines.append(
             Line(
                 f"{_params_text(runner['params'])}: {fmt.value(runner['mean'])}{vu}, "
@@ -97,9 +115,9 @@ def test_line(summary: dict[str, Any], test: dict[str, Any] | None) -> Line:
     # test.json holds accuracy as a fraction whatever metric the study compared.
     acc = fmt.fraction_to_points(test.get("test_acc"))
     sd = fmt.fraction_to_points(test.get("test_acc_sd"))
-    n = test.get("n")
+    n = int(test.get("n") or 0)
     spread = f" ± {fmt.value(sd)}" if sd is not None else ""
-    over = f"mean ± sd over {n} models" if sd is not None else f"{n} model{'s' if n != 1 else ''}"
+    over = f"mean ± sd over {fmt.plural(n, 'model')}" if sd is not None else fmt.plural(n, "model")
     when = str(test.get("evaluated_at", ""))[:10]
     images = f" of {test['test_images']} images" if test.get("test_images") else ""
     return Line(
@@ -107,6 +125,24 @@ def test_line(summary: dict[str, Any], test: dict[str, Any] | None) -> Line:
         + (f" on {when}." if when else "."),
         lead="Test accuracy",
     )
+
+
+def f_test(st: dict[str, Any], summary: dict[str, Any]) -> str:
+    """'F(3, 8) = 0.3, p = 0.814' from a claim statistic or an interaction entry."""
+    resid_df = st.get("df_resid")
+    if resid_df is None:
+        resid_df = ((summary.get("anova") or {}).get("residual") or {}).get("df")
+    return (
+        f"F({fmt.df(st.get('df'))}, {fmt.df(resid_df)}) = {fmt.stat(st.get('F'))}, "
+        f"{fmt.p_value(st.get('p'))}"
+    )
+
+
+def eta2_text(st: dict[str, Any], summary: dict[str, Any]) -> str:
+    """'partial η² 0.11 [0.00, 0.21] (90% CI)': its interval comes from the same F test."""
+    eta = fmt.with_interval(st.get("partial_eta2"), st.get("partial_eta2_ci"), fmt.share)
+    level = f" ({eta2_level(summary)} CI)" if fmt.interval(st.get("partial_eta2_ci")) else ""
+    return f"partial η² {eta}{level}"
 
 
 def claim_line(item: dict[str, Any], summary: dict[str, Any]) -> Line:
@@ -117,24 +153,20 @@ def claim_line(item: dict[str, Any], summary: dict[str, Any]) -> Line:
     verdict = str(item.get("verdict", ""))
     if "p" not in st:
         return Line(f"{text}.", lead=lead, tag=verdict, detail=str(item.get("reason", "")))
-    short = fmt.p_value(st.get("p"))
-    resid_df = st.get("df_resid")
-    if resid_df is None:
-        resid_df = ((summary.get("anova") or {}).get("residual") or {}).get("df")
     uw = unit_word(summary)
     if kind == "beats":
-        test = f"Welch t({fmt.df(st.get('df'))}) = {fmt.stat(st.get('t'))}, {short}"
+        test = f"Welch t({fmt.df(st.get('df'))}) = {fmt.stat(st.get('t'))}, "
+        test += fmt.p_value(st.get("p"))
         diff = fmt.with_interval(st.get("difference"), st.get("difference_ci"), fmt.signed)
         return Line(f"{text}.", lead=lead, tag=verdict, detail=f"difference {diff} {uw}; {test}")
-    test = f"F({fmt.df(st.get('df'))}, {fmt.df(resid_df)}) = {fmt.stat(st.get('F'))}, {short}"
+    test = f_test(st, summary)
     if kind == "interaction":
-        eta = fmt.with_interval(st.get("partial_eta2"), st.get("partial_eta2_ci"), fmt.share)
-        size = f"partial η² {eta}"
+        size = eta2_text(st, summary)
         if "h_size" in st:
-            size += f"; H size {fmt.with_interval(st['h_size'], st.get('h_size_ci'))} {uw}"
+            size += f"; H size {fmt.with_upper(st['h_size'], st.get('h_size_ci'))} {uw}"
         return Line(f"{text}.", lead=lead, tag=verdict, detail=f"{test}; {size}")
-    span = fmt.with_interval(st.get("range"), st.get("range_ci"))
-    detail = f"{test}; level means span {span} {uw}"
+    means = "level means" if is_grid(summary) else "marginal level means (confounded)"
+    detail = f"{test}; {means} span {fmt.with_upper(st.get('range'), st.get('range_ci'))} {uw}"
     if "direction" in str(item.get("method", "")) and st.get("trend_spearman") is not None:
         detail += f"; Spearman {fmt.rank(st['trend_spearman'])}"
     return Line(f"{text}.", lead=lead, tag=verdict, detail=detail)
@@ -143,33 +175,32 @@ def claim_line(item: dict[str, Any], summary: dict[str, Any]) -> Line:
 def interactions_table(summary: dict[str, Any]) -> Table:
     entries = summary.get("interactions") or []
     uw = unit_word(summary)
-    resid_df = ((summary.get("anova") or {}).get("residual") or {}).get("df")
     grid = any("cell_means" in e for e in entries)
     if grid:
         header = [
             "Pair",
-            "partial η² [95% CI]",
             "F test",
-            f"largest departure from additive [95% CI], {uw}",
+            f"partial η² [{eta2_level(summary)} CI]",
+            f"largest departure from additive, {uw}",
             "in seed sds",
         ]
     else:
-        header = ["Pair", f"H size [95% CI], {uw}", "H [95% CI]", "F test (linear terms)"]
+        header = ["Pair", "F test (linear terms)", f"H size, {uw}", "H"]
     rows = []
     for e in entries:
         a, b = e["params"]
         if e.get("p") is not None:
-            test = f"F({fmt.df(e.get('df'))}, {fmt.df(resid_df)}) = {fmt.stat(e.get('F'))}, "
-            test += fmt.p_value(e.get("p"))
+            test = f_test(e, summary)
         else:
-            test = f"untested: {e.get('why_not') or 'no test'}"
+            # The first clause only: the whole reason is in the Limitations ("Not estimable").
+            test = f"untested: {str(e.get('why_not') or 'no test').split(':')[0]}"
         if grid:
             rows.append(
                 [
                     f"{a} x {b}",
-                    fmt.with_interval(e.get("partial_eta2"), e.get("partial_eta2_ci"), fmt.share),
                     test,
-                    fmt.with_interval(e.get("max_abs_residual"), e.get("max_abs_residual_ci")),
+                    fmt.with_interval(e.get("partial_eta2"), e.get("partial_eta2_ci"), fmt.share),
+                    fmt.with_upper(e.get("max_abs_residual"), e.get("max_abs_residual_ci")),
                     fmt.ratio(e.get("residual_to_noise")),
                 ]
             )
@@ -177,9 +208,9 @@ def interactions_table(summary: dict[str, Any]) -> Table:
             rows.append(
                 [
                     f"{a} x {b}",
-                    fmt.with_interval(e.get("size"), e.get("size_ci")),
-                    fmt.with_interval(e.get("h"), e.get("h_ci"), fmt.share),
                     test,
+                    fmt.with_upper(e.get("size"), e.get("size_ci")),
+                    fmt.with_upper(e.get("h"), e.get("h_ci"), fmt.share),
                 ]
             )
     return Table(header, rows)
@@ -189,14 +220,20 @@ def interactions_note(summary: dict[str, Any]) -> str:
     entries = summary.get("interactions") or []
     if not entries:
         return "The study varies fewer than two params: there is no interaction to measure."
+    alpha = fmt.share(alpha_of(summary))
+    upper = (
+        "(≤ x): the upper end of a 95% bootstrap interval; these sizes cannot be negative, so "
+        "noise alone keeps them above 0 and whether an interaction exists is the F test's p."
+    )
     if any("cell_means" in e for e in entries):
         return (
-            "Strongest first. Departure from additive: the largest distance of a cell mean "
-            "from row mean + column mean - grand mean, also in seed sds."
+            f"Strongest first. The η² interval inverts the F test, so it holds 0 exactly when "
+            f"p ≥ {alpha}. Departure from additive: the largest distance of a cell mean from "
+            f"row mean + column mean - grand mean, also in seed sds; {upper}"
         )
     return (
         "Strongest first, by Friedman's H size (the interaction part of a random-forest "
-        "surrogate's partial dependence, in metric units)."
+        f"surrogate's partial dependence, in metric units; H is its share); {upper}"
     )
 
 
@@ -209,128 +246,3 @@ def noise_line(summary: dict[str, Any]) -> str:
         f"Seed-to-seed noise: sd {fmt.value(sd)} {unit_word(summary)} between the seeds of a "
         f"configuration (pooled, df {fmt.df(noise.get('df'))})."
     )
-
-
-# ---------------------------------------------------------------- reflection
-
-
-def observations(summary: dict[str, Any], checks: list[TheoryCheck]) -> list[Line]:
-    out = []
-    uw = unit_word(summary)
-    noise = (summary.get("noise") or {}).get("pooled_seed_sd")
-    mains = [m for m in summary.get("main_effects") or [] if m.get("range") is not None]
-    if mains:
-        top = max(mains, key=lambda m: m["range"])
-        vs = f", against a seed sd of {fmt.value(noise)}" if noise is not None else ""
-        span = fmt.with_interval(top["range"], top.get("range_ci"))
-        out.append(
-            Line(f"{top['param']} moves the metric most: its level means span {span} {uw}{vs}.")
-        )
-    importance = summary.get("importance")
-    if importance and importance.get("params"):
-        first = max(importance["params"], key=lambda p: p.get("importance") or 0.0)
-        share = fmt.with_interval(first.get("importance"), first.get("ci"), fmt.share)
-        out.append(
-            Line(
-                f"fANOVA gives {first['param']} the largest share of the variance ({share}); "
-                f"the surrogate explains R² {fmt.share(importance.get('surrogate_r2'))} of it."
-            )
-        )
-    tested = [e for e in summary.get("interactions") or [] if e.get("p") is not None]
-    if tested:
-        alpha = float((summary.get("metric") or {}).get("alpha", 0.05))
-        hits = [e for e in tested if e["p"] < alpha]
-        out.append(
-            Line(
-                f"{len(hits)} of {len(tested)} pair interactions reach p < {alpha} "
-                "(each tested on its own, no correction for multiple comparisons)."
-            )
-        )
-    best = summary.get("best") or {}
-    gap = best.get("difference_to_runner_up")
-    if gap is not None and noise:
-        if abs(gap) > 2 * noise:
-            word = "more than twice the seed sd, more than seed noise alone usually makes"
-        else:
-            word = "within two seed sds: other seeds could well swap the two"
-        out.append(Line(f"The best configuration's lead over the runner-up is {word}."))
-    if not checks:
-        pairs = "; ".join(f"{ROLE_WORDS[p.a]} x {ROLE_WORDS[p.b]}" for p in PREDICTIONS)
-        out.append(
-            Line(
-                "None of the pairs with a clear prediction in the literature "
-                f"({pairs}) is varied here."
-            )
-        )
-    return out
-
-
-def measurable_first(checks: list[TheoryCheck]) -> list[TheoryCheck]:
-    return sorted(checks, key=lambda c: c.verdict == "not measurable here")
-
-
-def theory_line(check: TheoryCheck) -> Line:
-    a, b = check.pair
-    return Line(
-        f"Prediction: {check.statement} ({check.reference}).",
-        lead=f"{a} x {b}",
-        tag=check.verdict,
-        detail=f"Here: {check.evidence}.",
-    )
-
-
-# ---------------------------------------------------------------- limitations
-
-
-def limitations(
-    study: Study,
-    summary: dict[str, Any],
-    test: dict[str, Any] | None,
-    hypothesis: dict[str, Any] | None,
-) -> list[str]:
-    design = summary.get("design") or {}
-    exclusions = summary.get("exclusions") or {}
-    out = []
-    seeds = design.get("seeds_min")
-    if seeds is not None and seeds < 5:
-        out.append(
-            f"Only {seeds} seed{'s' if seeds != 1 else ''} per configuration: intervals from "
-            "so few replicates are rough, and small interactions go undetected."
-        )
-    budget = f"At most {study.training.epochs} epochs per run"
-    if study.data.subset is not None:
-        budget += f", on {study.data.subset} training images per class"
-    out.append(budget + ": rankings can change with longer training or the full data.")
-    counts = exclusions.get("counts") or {}
-    if counts:
-        listed = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
-        out.append(f"Runs left out of the comparison: {listed}.")
-    early = exclusions.get("early_stopped_kept") or 0
-    if early:
-        out.append(f"{early} runs stopped early and are compared at their last epoch.")
-    if design.get("complete_grid") is False:
-        out.append("The grid is incomplete: some configurations have no compared run.")
-    if design.get("balanced") is False:
-        out.append("Configurations have different numbers of seeds (unbalanced design).")
-    anova = summary.get("anova") or {}
-    for item in anova.get("not_estimable") or []:
-        out.append(f"Not estimable: {item.get('term')} ({item.get('why')}).")
-    tested = [e for e in summary.get("interactions") or [] if e.get("p") is not None]
-    if len(tested) > 1:
-        out.append(
-            f"{len(tested)} pair interactions are tested at the same alpha without correction."
-        )
-    if design.get("method") not in (None, "grid"):
-        out.append(
-            "Not a grid: interaction strengths come from a surrogate model and have no "
-            "direction; the F tests use linear terms only."
-        )
-    if test is None:
-        out.append("The held-out test set was not evaluated.")
-    if hypothesis and any(e.get("after_results") for e in hypothesis.get("edits") or []):
-        out.append("The hypothesis was edited after results existed.")
-    out.append(
-        f"One dataset ({DATASETS.get(study.data.dataset, study.data.dataset)}) and one "
-        "model family: other data or architectures may interact differently."
-    )
-    return out

@@ -80,6 +80,43 @@ def with_interval(x: Any, ci: Sequence[Any] | None, fmt: Any = value) -> str:
     return f"{fmt(x)} {shown}" if shown else fmt(x)
 
 
+def with_upper(x: Any, ci: Sequence[Any] | None, fmt: Any = value) -> str:
+    """'1.25 (≤ 4.08)': a size that cannot be negative, with the upper end of its interval.
+
+    Noise alone lifts such a size (a range of means, a largest |residual|, a variance share)
+    and the lower end of its bootstrap interval above zero, so that end would suggest an
+    effect the test may not show; the upper end still bounds how large the effect can be.
+    """
+    if ci is None or len(ci) != 2 or not _finite(ci[1]):
+        return fmt(x)
+    return f"{fmt(x)} (≤ {fmt(ci[1])})"
+
+
+def noun(n: int, word: str, words: str | None = None) -> str:
+    """The noun for a count: 'epoch' for 1, else 'epochs' (or `words`)."""
+    return word if n == 1 else (words or word + "s")
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """A count and its noun in the right number: '1 epoch', '2 epochs', '0 runs'."""
+    return f"{n} {noun(n, word, words)}"
+
+
+def span(low: Any, high: Any, word: str, words: str | None = None) -> str:
+    """'2 seeds', '1 seed', or '1 to 2 seeds' when a count varies."""
+    if low == high:
+        return plural(int(low), word, words)
+    return f"{low} to {high} {words or word + 's'}"
+
+
+def percent(x: Any) -> str:
+    """A share as a whole percentage where it is one: 0.9 -> '90%', 0.125 -> '12.5%'."""
+    if not _finite(x):
+        return MISSING
+    shown = f"{100 * x:.1f}".removesuffix(".0")
+    return f"{shown}%"
+
+
 def level(x: Any) -> str:
     """A param level as the figures label it: 1e-3, 0.5, batch."""
     return format_level(x)

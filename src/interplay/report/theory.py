@@ -194,11 +194,13 @@ def _judge(prediction: Prediction, a: str, b: str, summary: dict[str, Any]) -> T
         return result("not measurable here", "the analysis has no entry for this pair")
     cells = entry.get("cell_means")
     if not cells:
-        size = fmt.with_interval(entry.get("size"), entry.get("size_ci"))
+        size = fmt.with_upper(entry.get("size"), entry.get("size_ci"))
+        p = entry.get("p")
+        test = f"its F test {fmt.p_value(p)}" if p is not None else "untested"
         return result(
             "not measurable here",
             f"without a grid there are no cell means to give the direction; Friedman's H size "
-            f"{size} says only how strong the interaction is",
+            f"{size}, {test}, says only how strong the interaction may be",
         )
     a_levels = _low_high(prediction.a, _levels_of(cells, a))
     b_levels = _low_high(prediction.b, _levels_of(cells, b))

@@ -21,6 +21,7 @@ from typing import Any
 
 import typst
 
+from interplay.report import numbers as fmt
 from interplay.report.content import CONTINUED, FigureRef, ReportContent, shorten
 from interplay.report.findings import Line
 
@@ -135,7 +136,8 @@ def _line(line: Line, detail: bool = True) -> str:
 def _more(shown: int, total: int, what: str) -> list[str]:
     if total <= shown:
         return []
-    return [f"#note({lit(f'{total - shown} more {what} in report.md.')})"]
+    n = total - shown
+    return [f"#note({lit(f'{n} more {fmt.noun(n, what)} in report.md.')})"]
 
 
 def _hypothesis(content: ReportContent, fit: Fit) -> list[str]:
@@ -148,7 +150,7 @@ def _hypothesis(content: ReportContent, fit: Fit) -> list[str]:
     if claims:
         listed = "; ".join(f"({i}) {c}" for i, c in enumerate(claims, start=1))
         out.append(f"#par[#strong({lit('Claims:')}) #{lit(listed + '.')}]")
-        out += _more(len(claims), len(content.hypothesis_claims), "claims")
+        out += _more(len(claims), len(content.hypothesis_claims), "claim")
     out += [f"#note({lit(n)})" for n in content.hypothesis_notes]
     return out
 
@@ -158,7 +160,7 @@ def _findings(content: ReportContent, fit: Fit) -> list[str]:
     out += [_line(line) for line in content.best]
     claims = content.claims[: fit.claims] if fit.claims else content.claims
     out += [_line(line, fit.claim_detail) for line in claims]
-    out += _more(len(claims), len(content.claims), "claim verdicts")
+    out += _more(len(claims), len(content.claims), "claim verdict")
     table = content.interactions
     if table.rows:
         rows = table.rows[: fit.interactions]
@@ -173,7 +175,7 @@ def _findings(content: ReportContent, fit: Fit) -> list[str]:
             "  table.hline(stroke: 0.5pt),",
             "))",
         ]
-        out += _more(len(rows), len(table.rows), "pairs")
+        out += _more(len(rows), len(table.rows), "pair")
     out.append(f"#note({lit(content.interactions_note + ' ' + content.noise)})")
     return out
 
@@ -194,7 +196,7 @@ def _figures(
     out.append(
         f"#grid(columns: (1fr, 1fr), column-gutter: 5mm, row-gutter: 3mm, {', '.join(cells)})"
     )
-    out += _more(len(figures), len(content.figures), "figures")
+    out += _more(len(figures), len(content.figures), "figure")
     return out
 
 
@@ -219,7 +221,7 @@ def _reflection(content: ReportContent, fit: Fit) -> list[str]:
     out += _more(
         len(observations) + len(theory),
         len(content.observations) + len(content.theory),
-        "observations",
+        "observation",
     )
     return out
 
@@ -228,7 +230,7 @@ def _limitations(content: ReportContent, fit: Fit) -> list[str]:
     items = content.limitations[: fit.limitations] if fit.limitations else content.limitations
     out = ["= Limitations"]
     out += [f"- #{lit(item)}" for item in items]
-    out += _more(len(items), len(content.limitations), "limitations")
+    out += _more(len(items), len(content.limitations), "limitation")
     return out
 
 

@@ -44,6 +44,7 @@ def write_report(
     study_dir: Path | None = None,
     study_file: StudyFile | None = None,
     today: date | None = None,
+    num_classes: int | None = None,
 ) -> ReportFiles:
     """Write out_dir/report.pdf (exactly one A4 page), report.md and report.typ.
 
@@ -60,6 +61,8 @@ def write_report(
         study_file: the study file before its placeholders are filled; it tells which
             setting each param sets (else param names are used to spot theory pairs).
         today: the report's date (default: today).
+        num_classes: the dataset's number of classes, for the chance level of accuracies;
+            None reads it from the study's data section.
 
     Returns:
         The files written and the content they carry.
@@ -77,6 +80,7 @@ def write_report(
         compute_s=compute_s,
         raw=study_file.raw if study_file is not None else None,
         today=today,
+        num_classes=num_classes,
     )
     # Typst reads images only below its root: the folder holding the report and analysis.
     root = Path(os.path.commonpath([out_dir.resolve(), analysis_dir.resolve()]))

@@ -122,14 +122,27 @@ def reflection_text(study_file: StudyFile) -> str:
     return text
 
 
+def class_count(study_file: StudyFile) -> int | None:
+    from interplay.summary import data_shape
+
+    try:
+        return data_shape(study_file.base().data)[1]
+    except UserError:
+        return None
+
+
 def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True) -> Any:
     """Write report.pdf and report.md for an analyzed study and log both to MLflow."""
     from interplay.report import write_report
     from interplay.results import results_table
     from interplay.testset import evaluate_best
 
-    if not (paths.analysis / "summary.json").exists():
+    summary_path = paths.analysis / "summary.json"
+    if not summary_path.exists():
         logger.info("no analysis of %s yet: analyzing first", study_file.name)
+        analyze_study(study_file, paths)
+    elif summary_path.stat().st_mtime < paths.journal.stat().st_mtime:
+        logger.info("runs were added since the last analysis: analyzing again")
         analyze_study(study_file, paths)
     summary = load_summary(paths)
     best = summary.get("best")
@@ -146,6 +159,7 @@ def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True)
         compute_s=float(table["duration_s"].sum()),
         study_dir=study_file.path.parent if study_file.path else None,
         study_file=study_file,
+        num_classes=class_count(study_file),
     )
     log_to_parent(paths, [files.pdf, files.md, files.typ], "report")
     return files

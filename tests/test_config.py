@@ -226,3 +226,12 @@ def test_load_study_claim_typo_refused_before_training(
     raw["hypothesis"] = {"text": "t", "claims": [claim]}
     with pytest.raises(ConfigError, match=message):
         load_study(write_study(raw))
+
+
+def test_load_study_batch_size_one_with_batch_norm_refused(write_study) -> None:
+    with pytest.raises(ConfigError, match=r"training.batch_size 1 cannot train batch norm"):
+        load_study(write_study(small_cnn(batch_size=1)))
+    raw = small_cnn(batch_size=1)
+    raw["model"]["blocks"][0]["layers"][1]["kind"] = "group"
+    raw["model"]["blocks"][0]["layers"][1]["groups"] = 4
+    assert load_study(write_study(raw)).base().training.batch_size == 1

@@ -311,3 +311,20 @@ class Study(Strict):
         description="Named presets of dotted overrides, chosen with --budget (quick, full).",
     )
     report: ReportConfig = Field(default_factory=ReportConfig, description="The A4 report.")
+
+    @model_validator(mode="after")
+    def _batch_norm_needs_pairs(self) -> Study:
+        # Batch statistics of one sample are undefined; every other batch size is made safe
+        # by construction (a last batch of one is folded into the batch before it).
+        uses_bn = any(
+            isinstance(layer, NormLayer) and layer.kind == "batch"
+            for block in self.model.blocks
+            if block.repeat > 0
+            for layer in block.layers
+        )
+        if uses_bn and self.training.batch_size < 2:
+            raise ValueError(
+                "training.batch_size 1 cannot train batch normalization (it needs at least 2 "
+                "samples per batch); use a batch size of 2 or more, or norm kind layer or group"
+            )
+        return self

@@ -362,7 +362,8 @@ def format_validation(
         else:
             got = item.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            lines.append(f"{path}: {item['msg']}{shown}")
+            message = str(item["msg"]).removeprefix("Value error, ")
+            lines.append(f"{path}: {message}{shown}" if path else message)
     head = f"{source}: invalid study{where}:" if len(lines) > 1 else f"{source}{where}:"
     if len(lines) == 1:
         return f"{head} {lines[0]}"

@@ -1,10 +1,20 @@
-"""Choosing the device, precision and memory format a run trains with."""
+"""Choosing the device, precision, memory format and threads a run trains with.
+
+The choices are the ones measured fastest in benchmarks/engine_vs_plain.py (see
+docs/performance.md): bf16 autocast only where the hardware has bf16 units, channels-last
+only for conv nets, fused optimizer steps on CPU and CUDA, and on Linux CPUs a malloc that
+keeps freed activation memory instead of faulting it back in every step.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import logging
 import os
+import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +22,15 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+# Devices whose optimizers have fused kernels for Adam, AdamW and SGD in torch >= 2.4.
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+# glibc mallopt parameters (malloc.h) and the values the engine sets: blocks up to 32 MiB (the
+# largest threshold glibc accepts) come from the heap, and up to 64 MiB of free heap is kept.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 << 20
+TRIM_THRESHOLD_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -21,17 +40,30 @@ class Engine:
     device: torch.device
     precision: str  # "fp32" or "bf16"
     channels_last: bool
+    fused_optimizer: bool = False
+    threads: int | None = None  # torch's intra-op threads on CPU; None elsewhere
+    tuned_malloc: bool = False  # see tune_malloc
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return torch.bfloat16 if self.precision == "bf16" else None
 
     def as_params(self) -> dict[str, str]:
-        return {
+        params = {
             "engine.device": self.device.type,
             "engine.precision": self.precision,
             "engine.channels_last": str(self.channels_last).lower(),
+            "engine.fused_optimizer": str(self.fused_optimizer).lower(),
         }
+        if self.threads is not None:
+            params["engine.threads"] = str(self.threads)
+            params["engine.tuned_malloc"] = str(self.tuned_malloc).lower()
+        return params
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and bool(mps.is_available())
 
 
 def pick_device(wanted: str = "auto") -> torch.device:
@@ -39,7 +71,7 @@ def pick_device(wanted: str = "auto") -> torch.device:
     from interplay.errors import ConfigError
 
     cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    mps = mps_available()
     if wanted == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if wanted == "cuda" and not cuda:
@@ -49,45 +81,92 @@ def pick_device(wanted: str = "auto") -> torch.device:
     return torch.device(wanted)
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The feature flags of the first CPU as the kernel reports them; empty off Linux."""
+    try:
+        text = cpuinfo.read_text(errors="ignore")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with AMX or AVX-512 bf16 units, where bf16 matmuls beat fp32."""
     # torch exposes no query for bf16 units, so read the flags the kernel reports (Linux only).
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False
-    try:
-        text = cpuinfo.read_text(errors="ignore")
-    except OSError:
-        return False
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes in bf16 natively (faster than fp32, not emulated)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     if device.type == "cpu":
         return cpu_has_native_bf16()
+    # TODO: MPS runs bf16 autocast on recent macOS, but it is unmeasured here; fp32 until then.
     return False
 
 
+def malloc_tunable() -> bool:
+    """Whether `tune_malloc` can work here: glibc on Linux, unless INTERPLAY_MALLOC=default."""
+    if os.environ.get("INTERPLAY_MALLOC", "tuned") == "default":
+        return False
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+
+
+@functools.cache
+def tune_malloc() -> bool:
+    """Make glibc keep freed activation memory in the process; True if it took effect.
+
+    By default glibc hands large freed blocks back to the kernel and gets them again, one
+    zeroed page at a time, on the next allocation: about 2,000 page faults per training step
+    of the reference CNN, a quarter of its time on CPU (docs/performance.md). torch has no
+    setting for its CPU allocator, so this raises glibc's two thresholds with mallopt, for
+    the whole process and for good; the cost is up to 64 MiB of freed memory kept.
+    """
+    if not malloc_tunable():
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        done = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+        done = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and done
+    except (OSError, AttributeError) as err:
+        logger.debug("mallopt is not available: %s", err)
+        return False
+    logger.debug("malloc thresholds raised: %s", done)
+    return done
+
+
 def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto") -> Engine:
-    """Precision and memory format for this model on this device.
+    """Precision, memory format, optimizer kind and malloc tuning for this model and device.
 
     bf16 autocast where the hardware runs it natively, channels-last for conv nets (on CPU
     and CUDA, where the convolution kernels are faster in that layout), fp32 otherwise.
     `INTERPLAY_PRECISION` overrides `auto`, for benchmarks and tests.
+
+    Args:
+        model: the model to train (its layers decide the memory format).
+        device: where it trains, from `pick_device`.
+        precision: "auto", "fp32" or "bf16" (the study's training.precision).
+
+    Returns:
+        The Engine, whose `as_params()` every run logs.
     """
-    precision = (
-        os.environ.get("INTERPLAY_PRECISION", precision) if precision == "auto" else precision
-    )
+    if precision == "auto":
+        precision = os.environ.get("INTERPLAY_PRECISION", "auto")
     if precision == "auto":
         precision = "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    channels_last = has_conv and device.type in ("cpu", "cuda")
-    return Engine(device=device, precision=precision, channels_last=channels_last)
+    return Engine(
+        device=device,
+        precision=precision,
+        channels_last=has_conv and device.type in ("cpu", "cuda"),
+        fused_optimizer=device.type in FUSED_OPTIMIZER_DEVICES,
+        threads=torch.get_num_threads() if device.type == "cpu" else None,
+        tuned_malloc=device.type == "cpu" and malloc_tunable(),
+    )

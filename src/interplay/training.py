@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -19,10 +20,11 @@ import torch
 from torch import nn
 
 from interplay.config import Study, TrainingConfig
-from interplay.devices import Engine, pick_device, pick_engine
+from interplay.devices import Engine, pick_device, pick_engine, tune_malloc
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from torch.utils.hooks import RemovableHandle
 
     from interplay.data import DataSplits
     from interplay.tracking import MetricSink
@@ -33,7 +35,9 @@ RunState = Literal["complete", "pruned", "failed"]
 # Steps between checks for a non-finite loss: often enough to stop a diverging run at once,
 # rare enough that the one host sync per check costs nothing measurable.
 NONFINITE_CHECK_EVERY = 16
-EVAL_BATCH = 1024
+# Big enough to amortize the per-batch overhead, small enough that the activations of the
+# usual models stay below the malloc threshold that tune_malloc sets (no page faults).
+EVAL_BATCH = 256
 
 # Called after each epoch with its metrics; returns True to prune the run there.
 EpochCallback = Callable[[int, dict[str, float]], bool]
@@ -87,15 +91,26 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, cfg: TrainingConfig, *, fused: bool = False
+) -> torch.optim.Optimizer:
+    """The study's optimizer; `fused` runs each step as one kernel per device (CPU, CUDA)."""
     opt = cfg.optimizer
+    # Fused and foreach kernels are exclusive; unfused, torch keeps its default (foreach).
+    kind: dict[str, Any] = {"fused": True} if fused else {}
     if opt.name == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+            model.parameters(),
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            **kind,
         )
     if opt.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        return torch.optim.AdamW(
+            model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, **kind
+        )
+    return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay, **kind)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainingConfig) -> Any:
@@ -122,6 +137,41 @@ def _to_device(x: torch.Tensor, engine: Engine) -> torch.Tensor:
     if engine.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity forward; backward hands the gradient on in channels-last layout."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def _channels_last_grad_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and x.requires_grad:
+        return (_ChannelsLastGrad.apply(x), *args[1:])
+    return None
+
+
+def keep_grads_channels_last(model: nn.Module) -> list[RemovableHandle]:
+    """Make the gradient that flows back through each nn.Flatten channels-last again.
+
+    A flatten turns a channels-last feature map into rows in (C, H, W) order, so the gradient
+    coming back is in the other layout, and every backward op of the conv layers before it
+    then takes torch's slow mixed-layout path: 15% of a step of the reference CNN at two
+    threads (docs/performance.md). One copy at the flatten keeps the whole backward in one
+    layout. Returns the hook handles, to remove them after the run.
+    """
+    return [
+        m.register_forward_pre_hook(_channels_last_grad_hook)
+        for m in model.modules()
+        if isinstance(m, nn.Flatten)
+    ]
 
 
 @torch.inference_mode()
@@ -186,24 +236,33 @@ class Trainer:
         device = pick_device(self.cfg.device)
         self.model = model or build_model(study.model, data.input_shape, data.num_classes)
         self.engine = pick_engine(self.model, device, self.cfg.precision)
-        memory_format = torch.channels_last if self.engine.channels_last else torch.preserve_format
-        self.model.to(device=device, memory_format=memory_format)
+        self.model.to(device)
+        self.hooks: list[RemovableHandle] = []
+        if self.engine.channels_last:
+            # torch's type stubs leave out Module.to's memory_format keyword.
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.hooks = keep_grads_channels_last(self.model)
         # Data stays on the device for the whole run: one copy, no loader workers.
         self.train_x = _to_device(data.train_x, self.engine)
         self.train_y = data.train_y.to(device)
         self.val_x = _to_device(data.val_x, self.engine)
         self.val_y = data.val_y.to(device)
-        self.optimizer = make_optimizer(self.model, self.cfg)
+        if self.engine.tuned_malloc and not tune_malloc():
+            self.engine = dataclasses.replace(self.engine, tuned_malloc=False)
+        if device.type == "cuda":
+            # Every training batch but the last has one shape, so the tuned kernels are reused.
+            torch.backends.cudnn.benchmark = True
+        self.optimizer = make_optimizer(self.model, self.cfg, fused=self.engine.fused_optimizer)
         self.schedule = make_schedule(self.optimizer, self.cfg)
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.train_x)
         order = torch.randperm(n, generator=self.generator).to(self.engine.device)
-        # One shuffled copy per epoch makes every batch a contiguous view, not a gather.
-        xs = _to_device(self.train_x[order], self.engine)
-        ys = self.train_y[order]
+        # A gather per batch costs half of one shuffled copy of the whole set per epoch
+        # (measured on CPU) and needs no second copy of the data in device memory.
         for part in batch_slices(n, self.cfg.batch_size):
-            yield xs[part], ys[part]
+            idx = order[part]
+            yield _to_device(self.train_x[idx], self.engine), self.train_y[idx]
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         model, engine = self.model, self.engine
@@ -313,6 +372,10 @@ class Trainer:
         except NonFiniteLoss as err:
             result.state, result.reason = "failed", str(err)
             logger.warning("run failed: %s", err)
+        finally:
+            # The returned model carries no trace of the engine's hooks.
+            for hook in self.hooks:
+                hook.remove()
         result.duration_s = time.perf_counter() - start
 
         if result.state == "complete" and best_state is not None:

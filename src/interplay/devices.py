@@ -123,7 +123,7 @@ def tune_malloc() -> bool:
 
     By default glibc hands large freed blocks back to the kernel and gets them again, one
     zeroed page at a time, on the next allocation: about 2,000 page faults per training step
-    of the reference CNN, a quarter of its time on CPU (docs/performance.md). torch has no
+    of the reference CNN, about 30% of its time on CPU (docs/performance.md). torch has no
     setting for its CPU allocator, so this raises glibc's two thresholds with mallopt, for
     the whole process and for good; the cost is up to 64 MiB of freed memory kept.
     """

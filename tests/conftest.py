@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,15 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> str
 @pytest.fixture
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> str:
     return empty_store(tmp_path_factory, tmp_path)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test: other test processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -59,18 +59,12 @@ def mlp() -> nn.Module:
 MODELS = {"conv": (conv_net, True), "mlp": (mlp, False)}
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture
 def no_env_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INTERPLAY_PRECISION", raising=False)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Other test processes share the cores: one thread each avoids waiting on busy cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,9 @@ def test_get_curves_info_early_stopped_run_drops_out(prepared: Prepared) -> None
     assert layer.n == [8, 8, 7, 7]  # one layer run was dropped by the fixture
     epoch1 = runs.loc[runs["param.norm"] == "layer", "val_acc@1"] * 100
     assert layer.mean[0] == pytest.approx(epoch1.mean())
-    assert layer.high[0] - layer.mean[0] == pytest.approx(epoch1.std(ddof=1))  # type: ignore[operator]
+    high, mean = layer.high[0], layer.mean[0]
+    assert high is not None and mean is not None
+    assert high - mean == pytest.approx(epoch1.std(ddof=1))
 
 
 def test_get_importance_info_from_grid_anova(prepared: Prepared) -> None:

@@ -186,7 +186,9 @@ def test_sweep_bad_trials_fail_alone_study_completes(
     assert all(kept.data.params[k] is not None for k in originals)
 
 
-UNSTORABLE_KEYS = ["a@b", "a/../b", "/abs", "..x", "", "x" * 400, "tab\there", "émoji😀", "a,b;c"]
+UNSTORABLE_KEYS = [
+    "a@b", "a/../b", "/abs", "..x", "", "x" * 400, "tab\there", "émoji😀", "a,b;c"
+]  # fmt: skip
 
 
 def test_param_keys_mlflow_refuses_are_renamed(store_uri: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,13 +41,7 @@ def small_mlp(**training: Any) -> dict[str, Any]:
     return raw
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Other test processes share the cores: one thread each avoids waiting on busy cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,8 @@ def test_line(summary: dict[str, Any], test: dict[str, Any] | None) -> Line:
     sd = fmt.fraction_to_points(test.get("test_acc_sd"))
     n = int(test.get("n") or 0)
     spread = f" ± {fmt.value(sd)}" if sd is not None else ""
-    over = f"mean ± sd over {fmt.plural(n, 'model')}" if sd is not None else fmt.plural(n, "model")
+    models = fmt.plural(n, "model")
+    over = f"mean ± sd over {models}" if sd is not None else models
     when = str(test.get("evaluated_at", ""))[:10]
     images = f" of {test['test_images']} images" if test.get("test_images") else ""
     return Line(

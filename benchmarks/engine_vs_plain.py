@@ -77,6 +77,8 @@ def engine_choices(params: dict[str, str]) -> str:
         words.append("fused optimizer")
     if params.get("engine.tuned_malloc") == "true":
         words.append("tuned malloc")
+    if params.get("engine.pool_before_relu", "0") != "0":
+        words.append("pool before ReLU")
     return ", ".join(words)
 
 

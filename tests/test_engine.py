@@ -25,12 +25,7 @@ from interplay.devices import (
 )
 from interplay.errors import ConfigError
 from interplay.studyfile import from_dict
-from interplay.training import (
-    NONFINITE_CHECK_EVERY,
-    Trainer,
-    batch_slices,
-    keep_grads_channels_last,
-)
+from interplay.training import NONFINITE_CHECK_EVERY, Trainer, batch_slices
 
 from .conftest import small_cnn
 
@@ -147,6 +142,7 @@ def test_engine_params_name_every_choice() -> None:
         "engine.precision": "fp32",
         "engine.channels_last": "true",
         "engine.fused_optimizer": "true",
+        "engine.pool_before_relu": "0",
         "engine.threads": str(torch.get_num_threads()),
         "engine.tuned_malloc": str(malloc_tunable()).lower(),
     }
@@ -299,37 +295,16 @@ def test_tuned_malloc_removes_page_faults_per_step() -> None:
     assert tuned_faults * 3 < plain_faults, (tuned_faults, plain_faults)
 
 
-def test_channels_last_grad_at_flatten() -> None:
-    cl = torch.channels_last
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(2))
-    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=cl)
-    model(x)
-    model.to(memory_format=cl)  # type: ignore[call-overload]
-    grads: list[torch.Tensor] = []
-
-    def keep_grad(module: nn.Module, args: Any, out: torch.Tensor) -> None:
-        out.register_hook(grads.append)
-
-    model[0].register_forward_hook(keep_grad)
-
-    model(x).sum().backward()
-    handles = keep_grads_channels_last(model)
-    model(x).sum().backward()
-    for handle in handles:
-        handle.remove()
-
-    without, with_hooks = grads
-    assert not without.is_contiguous(memory_format=cl)
-    assert with_hooks.is_contiguous(memory_format=cl)
-    assert torch.equal(without, with_hooks)
-    assert len(handles) == 1
-
-
-def test_trainer_leaves_no_hooks_on_the_model(data: DataSplits) -> None:
+def test_trainer_returns_the_model_as_written(data: DataSplits) -> None:
     trainer = Trainer(from_dict(small_cnn()).base(), data)
+    first = trainer.model.blocks[0]
     flatten = [m for m in trainer.model.modules() if isinstance(m, nn.Flatten)]
     assert flatten and all(m._forward_pre_hooks for m in flatten)
+    assert [type(m) for m in first][2:] == [nn.MaxPool2d, nn.ReLU]
+    assert trainer.engine.as_params()["engine.pool_before_relu"] == "1"
 
-    trainer.run()
+    result = trainer.run()
 
     assert not any(m._forward_pre_hooks for m in flatten)
+    assert [type(m) for m in first][2:] == [nn.ReLU, nn.MaxPool2d]
+    assert result.engine["engine.pool_before_relu"] == "1"

@@ -43,6 +43,7 @@ class Engine:
     fused_optimizer: bool = False
     threads: int | None = None  # torch's intra-op threads on CPU; None elsewhere
     tuned_malloc: bool = False  # see tune_malloc
+    pools_moved: int = 0  # max pools run before their ReLU (interplay.rewrites)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -54,6 +55,7 @@ class Engine:
             "engine.precision": self.precision,
             "engine.channels_last": str(self.channels_last).lower(),
             "engine.fused_optimizer": str(self.fused_optimizer).lower(),
+            "engine.pool_before_relu": str(self.pools_moved),
         }
         if self.threads is not None:
             params["engine.threads"] = str(self.threads)

@@ -21,10 +21,10 @@ from torch import nn
 
 from interplay.config import Study, TrainingConfig
 from interplay.devices import Engine, pick_device, pick_engine, tune_malloc
+from interplay.rewrites import Undo, keep_grads_channels_last, pool_before_relu
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-    from torch.utils.hooks import RemovableHandle
 
     from interplay.data import DataSplits
     from interplay.tracking import MetricSink
@@ -139,41 +139,6 @@ def _to_device(x: torch.Tensor, engine: Engine) -> torch.Tensor:
     return x
 
 
-class _ChannelsLastGrad(torch.autograd.Function):
-    """Identity forward; backward hands the gradient on in channels-last layout."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous(memory_format=torch.channels_last)
-
-
-def _channels_last_grad_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    x = args[0] if args else None
-    if isinstance(x, torch.Tensor) and x.dim() == 4 and x.requires_grad:
-        return (_ChannelsLastGrad.apply(x), *args[1:])
-    return None
-
-
-def keep_grads_channels_last(model: nn.Module) -> list[RemovableHandle]:
-    """Make the gradient that flows back through each nn.Flatten channels-last again.
-
-    A flatten turns a channels-last feature map into rows in (C, H, W) order, so the gradient
-    coming back is in the other layout, and every backward op of the conv layers before it
-    then takes torch's slow mixed-layout path: 15% of a step of the reference CNN at two
-    threads (docs/performance.md). One copy at the flatten keeps the whole backward in one
-    layout. Returns the hook handles, to remove them after the run.
-    """
-    return [
-        m.register_forward_pre_hook(_channels_last_grad_hook)
-        for m in model.modules()
-        if isinstance(m, nn.Flatten)
-    ]
-
-
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, engine: Engine
@@ -237,11 +202,14 @@ class Trainer:
         self.model = model or build_model(study.model, data.input_shape, data.num_classes)
         self.engine = pick_engine(self.model, device, self.cfg.precision)
         self.model.to(device)
-        self.hooks: list[RemovableHandle] = []
+        # Exact changes for speed (interplay.rewrites), undone when the run ends.
+        moved, undo_moves = pool_before_relu(self.model)
+        self.engine = dataclasses.replace(self.engine, pools_moved=moved)
+        self.undo: list[Undo] = [undo_moves]
         if self.engine.channels_last:
             # torch's type stubs leave out Module.to's memory_format keyword.
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            self.hooks = keep_grads_channels_last(self.model)
+            self.undo.append(keep_grads_channels_last(self.model))
         # Data stays on the device for the whole run: one copy, no loader workers.
         self.train_x = _to_device(data.train_x, self.engine)
         self.train_y = data.train_y.to(device)
@@ -373,9 +341,9 @@ class Trainer:
             result.state, result.reason = "failed", str(err)
             logger.warning("run failed: %s", err)
         finally:
-            # The returned model carries no trace of the engine's hooks.
-            for hook in self.hooks:
-                hook.remove()
+            # The returned model is the model as written, without the engine's hooks.
+            for undo in reversed(self.undo):
+                undo()
         result.duration_s = time.perf_counter() - start
 
         if result.state == "complete" and best_state is not None:

@@ -285,3 +285,20 @@ def test_run_study_new_without_previous_study_moves_nothing(
     aside = list(tmp_path.glob("results.*"))
     assert len(aside) == 1 and (aside[0] / "optuna.journal").exists()
     assert (out / "lock").exists() and (out / "optuna.journal").exists()
+
+
+def test_trial_summaries_waiting_trial_shows_enqueued_params(tmp_path: Path) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from interplay.results import trial_summaries
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    study = optuna.create_study(storage=storage, study_name="waiting")
+    study.enqueue_trial({"dropout": 0.25, "norm": "batch"})
+
+    [summary] = trial_summaries(study)
+
+    assert summary["state"] == "waiting"
+    assert summary["params"] == {"dropout": 0.25, "norm": "batch"}
+    assert summary["seeds_done"] == "0/1"

@@ -148,7 +148,9 @@ class DataConfig(Strict):
         "fashion-mnist", description="fashion-mnist, mnist, digits (8x8, offline) or folder."
     )
     root: str | None = Field(
-        None, description="Folder of images, one sub-folder per class (dataset 'folder')."
+        None,
+        description="Folder of images, one sub-folder per class (dataset 'folder'); a relative "
+        "path is read from the working folder.",
     )
     image_size: int = Field(32, gt=0, description="Side images are resized to (dataset 'folder').")
     channels: Literal[1, 3] = Field(1, description="1 (grayscale) or 3 (RGB) for 'folder'.")

@@ -97,7 +97,8 @@ def trial_summaries(study: optuna.Study) -> list[dict[str, Any]]:
         out.append(
             {
                 "trial": trial.number,
-                "params": dict(trial.params),
+                # A trial waiting in the queue has no params yet, only the ones enqueued for it.
+                "params": dict(trial.params or trial.system_attrs.get("fixed_params", {})),
                 "seeds_done": f"{len(values)}/{seeds}",
                 "mean": statistics.fmean(values) if values else math.nan,
                 "sd": statistics.stdev(values) if len(values) > 1 else math.nan,

@@ -34,6 +34,7 @@ from interplay.study import (
     write_whole,
 )
 from interplay.studyfile import StudyFile, load_study
+from interplay.words import plural
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def run_study(
             if isinstance(err, KeyboardInterrupt):
                 kept, _ = progress_counts(study, total)
                 console.print(
-                    f"stopped: {kept} trial(s) kept in {paths.root}; run the same command "
+                    f"stopped: {plural(kept, 'trial')} kept in {paths.root}; run the same command "
                     "to resume"
                 )
             try:
@@ -275,7 +276,7 @@ def report_outcome(study: Any, paths: StudyPaths, console: Console) -> None:
     counts = {s: sum(1 for t in trials if t.state == s) for s in TrialState}
     failed = [t for t in trials if t.state == TrialState.FAIL and not interrupted(t)]
     line = (
-        f"study finished: {counts[TrialState.COMPLETE]} trial(s) complete, "
+        f"study finished: {plural(counts[TrialState.COMPLETE], 'trial')} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {len(failed)} failed; results in {paths.root}"
     )
     console.print(line, highlight=False)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from interplay.errors import ConfigError, UserError
 from interplay.studyfile import StudyFile, grid_points
+from interplay.words import plural
 
 if TYPE_CHECKING:
     import optuna
@@ -496,7 +497,7 @@ def requeue_interrupted(study: optuna.Study, study_file: StudyFile) -> int:
         study.enqueue_trial(params, user_attrs=attrs)
         enqueued += 1
     if failed:
-        logger.info("%d trial(s) interrupted earlier are enqueued again", failed)
+        logger.info("%s interrupted earlier enqueued again", plural(failed, "trial"))
     return enqueued
 
 

@@ -34,6 +34,7 @@ from interplay.study import (
     worker_alive,
 )
 from interplay.studyfile import StudyFile, format_params
+from interplay.words import plural
 
 if TYPE_CHECKING:
     import optuna
@@ -456,7 +457,7 @@ def run_workers(ctx: RunContext, workers: int, progress: Progress | None, task: 
         )
     if codes:
         raise UserError(
-            f"{len(codes)} worker(s) stopped with an error (exit codes {codes}); run the "
+            f"{plural(len(codes), 'worker')} stopped with an error (exit codes {codes}); run the "
             "same command again to resume, the finished runs are kept"
         )
 

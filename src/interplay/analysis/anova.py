@@ -29,6 +29,7 @@ import statsmodels.formula.api as smf
 from statsmodels.stats.anova import anova_lm
 
 from interplay.analysis.table import Prepared, level_codes
+from interplay.words import plural
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ def factor_codes(prepared: Prepared) -> tuple[dict[str, np.ndarray], list[str]]:
             continue
         if len(observed) < len(p.levels):
             notes.append(
-                f"param {p.name}: {len(p.levels) - len(observed)} level(s) have no compared run"
+                f"param {p.name}: {plural(len(p.levels) - len(observed), 'level')} "
+                "without a compared run"
             )
         codes[p.name] = np.searchsorted(observed, raw)
     return codes, notes
@@ -185,9 +187,8 @@ def estimable_terms(
         cells = set(zip(codes[a].tolist(), codes[b].tolist(), strict=True))
         full = (codes[a].max() + 1) * (codes[b].max() + 1)
         if len(cells) < full:
-            why = (
-                f"{full - len(cells)} empty cell(s) of {a} x {b}: the interaction is not estimable"
-            )
+            empty = plural(full - len(cells), "empty cell")
+            why = f"{empty} of {a} x {b}: the interaction is not estimable"
             dropped.append({"term": f"{a}:{b}", "why": why})
         else:
             pairs.append((a, b))

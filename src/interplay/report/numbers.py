@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from interplay.analysis.table import format_level
+from interplay.words import noun, plural
 
 logger = logging.getLogger(__name__)
 
 MISSING = "n/a"
+__all__ = ["noun", "plural"]  # re-exported: the report formats counts through this module
 
 
 def _finite(x: Any) -> bool:
@@ -90,16 +92,6 @@ def with_upper(x: Any, ci: Sequence[Any] | None, fmt: Any = value) -> str:
     if ci is None or len(ci) != 2 or not _finite(ci[1]):
         return fmt(x)
     return f"{fmt(x)} (≤ {fmt(ci[1])})"
-
-
-def noun(n: int, word: str, words: str | None = None) -> str:
-    """The noun for a count: 'epoch' for 1, else 'epochs' (or `words`)."""
-    return word if n == 1 else (words or word + "s")
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """A count and its noun in the right number: '1 epoch', '2 epochs', '0 runs'."""
-    return f"{n} {noun(n, word, words)}"
 
 
 def span(low: Any, high: Any, word: str, words: str | None = None) -> str:

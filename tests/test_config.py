@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,3 +236,45 @@ def test_load_study_batch_size_one_with_batch_norm_refused(write_study) -> None:
     raw["model"]["blocks"][0]["layers"][1]["kind"] = "group"
     raw["model"]["blocks"][0]["layers"][1]["groups"] = 4
     assert load_study(write_study(raw)).base().training.batch_size == 1
+
+
+def placement_study(
+    values: object, claims: list[dict[str, object]] | None = None
+) -> dict[str, Any]:
+    raw = small_cnn()
+    raw["model"]["blocks"].insert(
+        1, {"repeat": "${placement}", "layers": [{"type": "dropout", "p": 0.5}]}
+    )
+    raw["search"] = {"params": {"placement": {"values": values}}}
+    if claims:
+        raw["hypothesis"] = {"text": "t", "claims": claims}
+    return raw
+
+
+def test_named_levels_fill_values_and_keep_names(write_study) -> None:
+    from interplay.analysis.table import params_from_search
+
+    study_file = load_study(write_study(placement_study({"output_only": 0, "every_block": 1})))
+
+    assert grid_points(study_file.search) == [
+        {"placement": "output_only"},
+        {"placement": "every_block"},
+    ]
+    assert study_file.base().model.blocks[1].repeat == 0
+    assert study_file.resolve({"placement": "every_block"}).model.blocks[1].repeat == 1
+    [info] = params_from_search(study_file.search)
+    assert (info.kind, info.levels) == ("categorical", ["output_only", "every_block"])
+
+
+def test_named_levels_with_one_value_refused(write_study) -> None:
+    with pytest.raises(ConfigError, match=r"search.params.placement.values repeats 1"):
+        load_study(write_study(placement_study({"every_block": 1, "all_blocks": 1})))
+
+
+def test_named_levels_claims_use_the_names(write_study) -> None:
+    good = {"kind": "beats", "param": "placement", "level": "output_only", "other": "every_block"}
+    load_study(write_study(placement_study({"output_only": 0, "every_block": 1}, [good])))
+
+    bad = {**good, "level": 0}
+    with pytest.raises(ConfigError, match=r"0 is not a level of placement \(output_only"):
+        load_study(write_study(placement_study({"output_only": 0, "every_block": 1}, [bad])))

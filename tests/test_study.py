@@ -302,3 +302,26 @@ def test_trial_summaries_waiting_trial_shows_enqueued_params(tmp_path: Path) -> 
     assert summary["state"] == "waiting"
     assert summary["params"] == {"dropout": 0.25, "norm": "batch"}
     assert summary["seeds_done"] == "0/1"
+
+
+def test_run_study_named_levels_log_names_and_train_values(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
+    raw = small_cnn(batch_size=32)
+    raw["name"] = "named"
+    raw["data"]["subset"] = 10
+    raw["model"]["blocks"].insert(
+        1, {"repeat": "${placement}", "layers": [{"type": "dropout", "p": 0.5}]}
+    )
+    raw["search"] = {"params": {"placement": {"values": {"output_only": 0, "every_block": 1}}}}
+    out = tmp_path / "results"
+
+    run_study(write_study(raw), [], out=out, tracking=mlflow_uri, quiet=True)
+
+    runs = children(mlflow_uri, "named")
+    logged = sorted(
+        (r.data.params["param.placement"], r.data.params["model.blocks.1.repeat"]) for r in runs
+    )
+    assert logged == [("every_block", "1"), ("output_only", "0")]
+    table = results_table(StudyPaths(out))
+    assert sorted(table["param.placement"]) == ["every_block", "output_only"]

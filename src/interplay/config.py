@@ -213,7 +213,11 @@ class TrainingConfig(Strict):
 
 
 class SearchParam(Strict):
-    values: list[Any] | None = Field(None, description="The levels to try (categorical).")
+    values: list[Any] | dict[str, Any] | None = Field(
+        None,
+        description="The levels to try (categorical): a list, or named levels {name: value} "
+        "whose names the results and report show and whose values fill ${name}.",
+    )
     low: float | None = Field(None, description="Lower bound of a range.")
     high: float | None = Field(None, description="Upper bound of a range.")
     log: bool = Field(False, description="Sample a range on a log scale.")
@@ -238,6 +242,19 @@ class SearchParam(Strict):
     @property
     def is_range(self) -> bool:
         return self.values is None
+
+    @property
+    def levels(self) -> list[Any] | None:
+        """The levels as results and claims name them: the names of named levels."""
+        return None if self.values is None else list(self.values)
+
+    def setting(self, level: Any) -> Any:
+        """What fills ${name} at this level: the value of a named level, else the level."""
+        if not isinstance(self.values, dict):
+            return level
+        if level not in self.values:
+            raise ValueError(f"{level!r} is not one of the named levels {list(self.values)}")
+        return self.values[level]
 
 
 class SearchConfig(Strict):

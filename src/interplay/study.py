@@ -232,8 +232,8 @@ def distributions(study_file: StudyFile) -> dict[str, optuna.distributions.BaseD
 
     out: dict[str, optuna.distributions.BaseDistribution] = {}
     for name, spec in study_file.search.params.items():
-        if spec.values is not None:
-            out[name] = CategoricalDistribution(spec.values)
+        if spec.levels is not None:
+            out[name] = CategoricalDistribution(spec.levels)
         elif spec.int:
             step = int(spec.step or 1)
             out[name] = IntDistribution(

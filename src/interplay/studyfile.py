@@ -85,8 +85,8 @@ class StudyFile:
         """The first level of each param (the low end of a range)."""
         out: dict[str, Any] = {}
         for name, spec in self.search.params.items():
-            if spec.values is not None:
-                out[name] = spec.values[0]
+            if spec.levels is not None:
+                out[name] = spec.levels[0]
             else:
                 low = spec.low if spec.low is not None else 0.0
                 out[name] = int(low) if spec.int else low
@@ -94,7 +94,9 @@ class StudyFile:
 
     def resolve(self, params: Mapping[str, Any] | None = None) -> Study:
         filled = {**self.default_params(), **dict(params or {})}
-        data = substitute(self.raw, filled)
+        params_ = self.search.params
+        settings = {k: params_[k].setting(v) if k in params_ else v for k, v in filled.items()}
+        data = substitute(self.raw, settings)
         where = f" (with {format_params(filled)})" if filled else ""
         return validate(data, source=self.source, where=where)
 
@@ -268,9 +270,11 @@ def _check_placeholders(raw: dict[str, Any], search: SearchConfig, source: str) 
 
 def _check_levels(search: SearchConfig, source: str) -> None:
     for name, spec in search.params.items():
-        values = [json.dumps(v, sort_keys=True, default=str) for v in spec.values or []]
+        raw = list(spec.values.values() if isinstance(spec.values, dict) else spec.values or [])
+        values = [json.dumps(v, sort_keys=True, default=str) for v in raw]
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
+            # Two levels with one value would train the same model twice as if it differed.
             raise ConfigError(
                 f"{source}: search.params.{name}.values repeats {', '.join(repeated)}; "
                 "list each level once"
@@ -304,8 +308,8 @@ def grid_levels(search: SearchConfig) -> dict[str, list[Any]]:
 
     levels: dict[str, list[Any]] = {}
     for name, spec in search.params.items():
-        if spec.values is not None:
-            levels[name] = list(spec.values)
+        if spec.levels is not None:
+            levels[name] = spec.levels
             continue
         low, high = float(spec.low or 0.0), float(spec.high or 0.0)
         if spec.step is not None:

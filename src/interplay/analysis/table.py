@@ -110,10 +110,10 @@ def params_from_search(search: SearchConfig) -> list[ParamInfo]:
     grid = grid_levels(search) if search.method == "grid" else {}
     out = []
     for name, spec in search.params.items():
-        if spec.values is not None:
-            numeric = all(_is_number(v) for v in spec.values)
+        if spec.levels is not None:
+            numeric = all(_is_number(v) for v in spec.levels)
             kind: Literal["categorical", "numeric"] = "numeric" if numeric else "categorical"
-            out.append(ParamInfo(name, kind, log=False, levels=list(spec.values)))
+            out.append(ParamInfo(name, kind, log=False, levels=spec.levels))
         else:
             out.append(ParamInfo(name, "numeric", log=spec.log, levels=grid.get(name)))
     return out

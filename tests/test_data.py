@@ -441,3 +441,30 @@ def test_fetch_reports_http_errors(mirror: Mirror, tmp_path: Path) -> None:
         download_files(mirror.url, {"missing.gz": "0" * 32}, tmp_path / "dest")
     with pytest.raises(DataError, match="http://, https:// or file://"):
         fetch("mnist", mirror="ftp://127.0.0.1/", dest=tmp_path / "dest")
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ([], r"no class folders"),
+        (["cat"], r"one class folder \(cat\)"),
+        (["cat", "dog/"], r"dog: empty class folder"),
+    ],
+    ids=["empty", "one-class", "empty-class"],
+)
+def test_data_shape_folder_problems_found_by_summary(
+    tmp_path: Path, layout: list[str], message: str
+) -> None:
+    from interplay.summary import data_shape
+
+    root = tmp_path / "pets"
+    root.mkdir()
+    for name in layout:
+        (root / name.rstrip("/")).mkdir()
+        if not name.endswith("/"):
+            Image.new("RGB", (8, 8)).save(root / name / "0.png")
+
+    with pytest.raises(DataError, match=message):
+        data_shape(folder_cfg(root))
+    with pytest.raises(DataError, match="needs data.root"):
+        data_shape(DataConfig(dataset="folder"))

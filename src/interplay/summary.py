@@ -24,12 +24,17 @@ def data_shape(cfg: DataConfig) -> tuple[tuple[int, int, int], int]:
     """The input shape and class count of a dataset, without loading its images."""
     if cfg.dataset in _KNOWN_SHAPES:
         return _KNOWN_SHAPES[cfg.dataset]
-    root = Path(cfg.root or "")
-    if not cfg.root or not root.is_dir():
-        raise DataError(f"data.root: {cfg.root!r} is not a folder of class sub-folders")
-    train = root / "train" if (root / "train").is_dir() else root
-    classes = [p for p in train.iterdir() if p.is_dir() and p.name != "test"]
-    return (cfg.channels, cfg.image_size, cfg.image_size), len(classes)
+    from interplay.data.folder import scan_folder
+
+    if not cfg.root:
+        raise DataError(
+            "data.root: dataset 'folder' needs data.root, a folder with one sub-folder of "
+            "images per class"
+        )
+    # Listing the files is cheap and finds missing, empty or lone class folders; the images
+    # themselves are decoded (and checked) when a run or study starts.
+    scan = scan_folder(cfg.root)
+    return (cfg.channels, cfg.image_size, cfg.image_size), len(scan.classes)
 
 
 def check_combinations(study_file: StudyFile) -> list[tuple[dict[str, object], str]]:

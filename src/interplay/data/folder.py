@@ -135,6 +135,11 @@ def _class_dirs(folder: Path) -> list[str]:
         raise DataError(
             f"{folder}: no class folders; put the images of each class in their own sub-folder"
         )
+    if len(classes) == 1:
+        raise DataError(
+            f"{folder}: one class folder ({classes[0]}); a classifier needs at least two, each "
+            "in its own sub-folder"
+        )
     return classes
 
 

@@ -278,3 +278,78 @@ def test_named_levels_claims_use_the_names(write_study) -> None:
     bad = {**good, "level": 0}
     with pytest.raises(ConfigError, match=r"0 is not a level of placement \(output_only"):
         load_study(write_study(placement_study({"output_only": 0, "every_block": 1}, [bad])))
+
+
+def norm_study(**search: Any) -> dict[str, Any]:
+    raw = small_cnn()
+    raw["model"]["blocks"][0]["layers"][1]["kind"] = "${norm}"
+    raw["search"] = {"params": {"norm": {"values": ["none", "batch"]}}, **search}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("claim", "values", "message"),
+    [
+        (
+            {"kind": "beats", "param": "norm", "level": "batch", "other": "batch"},
+            ["none", "batch"],
+            "level and other are both 'batch'",
+        ),
+        (
+            {
+                "kind": "beats",
+                "param": "norm",
+                "level": "batch",
+                "other": "none",
+                "within": {"norm": "batch"},
+            },
+            ["none", "batch"],
+            "within cannot fix norm",
+        ),
+        ({"kind": "effect", "param": "norm", "level": "batch"}, ["none", "batch"], "belong to"),
+        ({"kind": "effect", "param": "norm"}, ["batch"], "norm has one level"),
+    ],
+    ids=["same-levels", "within-own-param", "stray-level", "one-level"],
+)
+def test_load_study_claim_that_cannot_be_judged_refused(
+    write_study, claim: dict[str, object], values: list[str], message: str
+) -> None:
+    raw = norm_study()
+    raw["search"]["params"]["norm"]["values"] = values
+    raw["hypothesis"] = {"text": "t", "claims": [claim]}
+    with pytest.raises(ConfigError, match=message):
+        load_study(write_study(raw))
+
+
+def test_load_study_pruner_on_grid_refused(write_study) -> None:
+    with pytest.raises(ConfigError, match="search.*pruner median stops runs early"):
+        load_study(write_study(norm_study(pruner="median")))
+
+
+def test_load_study_unknown_figure_kind_lists_kinds(write_study) -> None:
+    raw = small_cnn()
+    raw["report"] = {"figures": ["pie"]}
+    with pytest.raises(ConfigError, match=r"report.figures.*'heatmap'"):
+        load_study(write_study(raw))
+
+
+def test_load_study_placeholder_in_name_refused(write_study) -> None:
+    raw = norm_study()
+    raw["name"] = "dn-${norm}"
+    with pytest.raises(ConfigError, match=r"name 'dn-\$\{norm\}' holds a placeholder"):
+        load_study(write_study(raw))
+
+
+def test_named_levels_yaml_boolean_name_gets_quote_hint(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "name: s\nmodel:\n  blocks:\n    - layers: [{type: norm, kind: '${norm}'}]\n"
+        "search:\n  params:\n    norm: {values: {off: none, bn: batch}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"level name False is not text; quote it"):
+        load_study(path)
+
+
+def test_overrides_accept_bracket_indexes(write_study) -> None:
+    study = load_study(write_study(small_cnn()), ["model.blocks[0].repeat=2"]).base()
+    assert study.model.blocks[0].repeat == 2

@@ -67,7 +67,11 @@ def test_reference_sections_every_layer_type() -> None:
         ("search.params.<name>.log", "bool", "false"),
         ("search.params", "mapping of string to mapping", "{}"),
         ("training.optimizer", "mapping", "(section)"),
-        ("report.figures", "list of strings", "[heatmap, interaction]"),
+        (
+            "report.figures",
+            "list of heatmap | interaction | main_effects | curves | gap | importance",
+            "[heatmap, interaction]",
+        ),
         ("description", "string", '""'),
     ],
 )

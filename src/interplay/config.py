@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 METRICS = (
     "train_loss",
@@ -224,6 +224,18 @@ class SearchParam(Strict):
     step: float | None = Field(None, gt=0, description="Step of a range.")
     int: bool = Field(False, description="The range holds integers.")
 
+    @field_validator("values", mode="before")
+    @classmethod
+    def _level_names_are_text(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for name in values:
+                if not isinstance(name, str):
+                    # YAML reads on/off/yes/no/true/false and numbers as values, not text.
+                    raise ValueError(
+                        f"the level name {name!r} is not text; quote it (for example 'off': ...)"
+                    )
+        return values
+
     @model_validator(mode="after")
     def _values_or_range(self) -> SearchParam:
         if self.values is not None:
@@ -275,6 +287,16 @@ class SearchConfig(Strict):
         3, gt=1, description="Levels taken from a range when the method is grid."
     )
 
+    @model_validator(mode="after")
+    def _pruner_needs_search(self) -> SearchConfig:
+        if self.method == "grid" and self.pruner != "none":
+            # A pruned grid cell would leave a hole in the factorial design the analysis needs.
+            raise ValueError(
+                f"pruner {self.pruner} stops runs early, which a grid cannot have (every cell "
+                "trains fully); use method random, tpe or gp, or pruner none"
+            )
+        return self
+
 
 class Claim(Strict):
     kind: Literal["interaction", "effect", "beats"] = Field(
@@ -299,6 +321,16 @@ class Claim(Strict):
             raise ValueError(f"a {self.kind} claim needs param")
         if self.kind == "beats" and (self.level is None or self.other is None):
             raise ValueError("a beats claim needs level and other")
+        if self.kind == "beats" and self.level == self.other:
+            raise ValueError(
+                f"a beats claim compares two levels; level and other are both {self.level!r}"
+            )
+        if self.kind != "beats" and (self.level is not None or self.other is not None):
+            raise ValueError(f"level and other belong to beats claims, not to {self.kind}")
+        if self.kind != "beats" and self.within:
+            raise ValueError(f"within belongs to beats claims, not to {self.kind}")
+        if self.kind == "beats" and self.param in (self.within or {}):
+            raise ValueError(f"within cannot fix {self.param}, the param the claim compares")
         return self
 
 
@@ -307,9 +339,12 @@ class Hypothesis(Strict):
     claims: list[Claim] = Field(default_factory=list, description="Machine-checkable claims.")
 
 
+FigureKind = Literal["heatmap", "interaction", "main_effects", "curves", "gap", "importance"]
+
+
 class ReportConfig(Strict):
-    figures: list[str] = Field(
-        default_factory=lambda: ["heatmap", "interaction"],
+    figures: list[FigureKind] = Field(
+        default_factory=lambda: list[FigureKind](["heatmap", "interaction"]),
         description="Figures on the page, by kind: heatmap, interaction, main_effects, "
         "curves, gap, importance.",
     )

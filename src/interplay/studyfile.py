@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _INNER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_INDEX = re.compile(r"\[(\d+)\]")
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -186,6 +187,8 @@ def from_dict(
     overrides = list(overrides or [])
     for item in overrides:
         key, sep, value = item.partition("=")
+        # Error messages write list items as blocks[0]; accept that form as well as blocks.0.
+        key = _INDEX.sub(r".\1", key)
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: write it as dotted.key=value")
         try:
@@ -253,6 +256,11 @@ def placeholders(node: Any) -> Iterator[str]:
 
 
 def _check_placeholders(raw: dict[str, Any], search: SearchConfig, source: str) -> None:
+    if any(placeholders(raw.get("name"))):
+        raise ConfigError(
+            f"{source}: name {raw['name']!r} holds a placeholder; a study has one name for all "
+            "its runs (the levels are logged as params), so write it without ${...}"
+        )
     body = {k: v for k, v in raw.items() if k not in ("search", "hypothesis", "budgets")}
     used = set(placeholders(body))
     for name in sorted(used - set(search.params)):

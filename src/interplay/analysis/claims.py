@@ -74,6 +74,13 @@ def check_claims(claims: list[Claim], params: list[ParamInfo]) -> None:
                 )
         if claim.kind == "interaction" and claim.params and claim.params[0] == claim.params[1]:
             raise ConfigError(f"{where}: an interaction needs two different params")
+        for name in list(claim.params or []) + ([claim.param] if claim.param else []):
+            own = known[name].levels
+            if own is not None and len(own) < 2:
+                raise ConfigError(
+                    f"{where}: {name} has one level, so nothing can differ across it; give "
+                    f"search.params.{name} two or more levels or drop the claim"
+                )
         checks = []
         if claim.kind == "beats" and claim.param:
             checks = [(claim.param, claim.level), (claim.param, claim.other)]

@@ -203,7 +203,8 @@ def _pool(cfg: PoolLayer, shape: Shape, site: Site) -> Step:
     if min(h, w) < cfg.size:
         site.fail(
             f"{describe(shape)}, smaller than the pool window {cfg.size}; "
-            "lower repeat, remove a pool, or use padding"
+            "lower repeat, remove a pool or lower its size, or give the convs before it "
+            "padding 'same'"
         )
     stride = pool_stride(cfg)
     return Step((c, (h - cfg.size) // stride + 1, (w - cfg.size) // stride + 1), 0, 0)

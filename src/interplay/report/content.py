@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -230,7 +231,7 @@ def _hypothesis_notes(hypothesis: dict[str, Any] | None, shown: dict[str, Any]) 
 
 
 def _figures(
-    kinds: list[str], summary: dict[str, Any], analysis_dir: Path
+    kinds: Sequence[str], summary: dict[str, Any], analysis_dir: Path
 ) -> tuple[list[FigureRef], list[str]]:
     listed = summary.get("figures") or []
     top = (summary.get("interactions") or [None])[0]

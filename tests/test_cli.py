@@ -124,3 +124,15 @@ def test_cli_ui_port_in_use_exit_2() -> None:
         port = taken.getsockname()[1]
         done = interplay("ui", "--port", str(port))
     assert_user_error(done, f"--port {port}", "cannot listen on 127.0.0.1")
+
+
+def test_cli_error_keeps_square_brackets(write_study) -> None:
+    raw = small_cnn()
+    raw["model"]["blocks"][0]["layers"][1]["kind"] = "${norm}"
+    raw["search"] = {"params": {"norm": {"values": ["none", "batch"]}}}
+    raw["hypothesis"] = {"text": "t", "claims": [{"kind": "interaction", "params": ["norm"]}]}
+
+    done = interplay("summary", str(write_study(raw)))
+
+    # Rich would read "[a, b]" as markup and print nothing of it.
+    assert_user_error(done, "an interaction claim needs params: [a, b]")

@@ -367,3 +367,15 @@ def test_long_text_is_shortened_at_a_sentence_with_a_note(two_params: Any, tmp_p
     shown = [s for s in sentences if s in source]
     assert 0 < len(shown) < len(sentences) and shown == sentences[: len(shown)]
     assert text in files.md.read_text()
+
+
+def test_read_reflection_text_file_or_missing_file(tmp_path: Path) -> None:
+    from interplay.errors import ConfigError
+    from interplay.report import read_reflection
+
+    (tmp_path / "reflection.md").write_text("Dropout hurt most with batch norm.\n")
+
+    assert read_reflection("reflection.md", tmp_path) == "Dropout hurt most with batch norm."
+    assert read_reflection("Short text.", tmp_path) == "Short text."
+    with pytest.raises(ConfigError, match=r"report.reflection: .*refl.md not found"):
+        read_reflection("refl.md", tmp_path)

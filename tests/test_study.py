@@ -325,3 +325,56 @@ def test_run_study_named_levels_log_names_and_train_values(
     assert logged == [("every_block", "1"), ("output_only", "0")]
     table = results_table(StudyPaths(out))
     assert sorted(table["param.placement"]) == ["every_block", "output_only"]
+
+
+def test_judged_claims_edited_after_first_run_warns_and_keeps_recorded(
+    write_study, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    from interplay.postprocess import judged_claims
+    from interplay.study import record_hypothesis
+    from interplay.studyfile import load_study
+
+    raw = grid_study([0.0, 0.5], ["none", "batch"], seeds=1)
+    raw["hypothesis"] = {"text": "t", "claims": [{"kind": "effect", "param": "dropout"}]}
+    paths = StudyPaths(tmp_path / "results")
+    paths.root.mkdir(parents=True)
+    record_hypothesis(load_study(write_study(raw)), paths, has_results=False)
+    raw["hypothesis"]["claims"] = [{"kind": "effect", "param": "norm"}]
+
+    with caplog.at_level(logging.WARNING):
+        claims = judged_claims(load_study(write_study(raw)), paths)
+
+    assert [c.param for c in claims] == ["dropout"]
+    assert "differ from those recorded" in caplog.text
+    edits = json.loads(paths.hypothesis.read_text())["edits"]
+    assert [e["hypothesis"]["claims"][0]["param"] for e in edits] == ["norm"]
+
+
+def test_status_table_running_trial_of_stopped_run_reads_interrupted(tmp_path: Path) -> None:
+    import fcntl
+    import io
+
+    from rich.console import Console
+
+    from interplay.results import status_table
+    from interplay.study import open_storage, storage_url
+
+    paths = StudyPaths(tmp_path / "results")
+    paths.root.mkdir(parents=True)
+    study = optuna.create_study(storage=open_storage(storage_url(paths)), study_name="stopped")
+    study.enqueue_trial({"dropout": 0.5})
+    study.ask()  # RUNNING in the storage, as a killed run leaves it
+
+    def shown() -> str:
+        console = Console(file=io.StringIO(), width=200)
+        console.print(status_table(paths))
+        return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+    assert "interrupted: redone when the run resumes" in shown()
+    paths.lock.touch()
+    with open(paths.lock, "a+") as handle:  # as `interplay run` holds it while it runs
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert "running" in shown() and "interrupted" not in shown()

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from interplay.errors import UserError
 
@@ -101,7 +102,7 @@ def data(
 
     for name in fetch or []:
         where = datasets.fetch(name)
-        console.print(f"{name}: ready in {where}")
+        console.print(f"{name}: ready in {where}", markup=False)
     table = Table("dataset", "found", "where", "train", "test")
     notes = []
     for info in datasets.describe():
@@ -214,7 +215,7 @@ def export(
 
     paths = results_dir(load_study(study, sets or [], budget), out_dir)
     rows = export_csv(paths, csv, storage)
-    console.print(f"{rows} runs written to {csv}")
+    console.print(f"{rows} runs written to {csv}", markup=False)
 
 
 @app.command()
@@ -231,6 +232,14 @@ def analyze(
         typer.Option("--epoch", help="Compare at this epoch, or 'common' (last one all reached)."),
     ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
+    min_effect: Annotated[
+        float | None,
+        typer.Option(
+            "--min-effect",
+            help="Smallest effect that matters, in the metric's unit (1 point for accuracy); "
+            "a claim whose effect's 95% interval lies below it is not supported.",
+        ),
+    ] = None,
 ) -> None:
     """Measure effects and pairwise interactions with their uncertainty; draw the figures."""
     from interplay.errors import ConfigError
@@ -242,9 +251,13 @@ def analyze(
         raise ConfigError(f"--metric {metric}: use val_acc or val_loss")
     if not 0 < alpha < 0.5:
         raise ConfigError(f"--alpha {alpha}: give a significance level between 0 and 0.5")
+    if min_effect is not None and min_effect <= 0:
+        raise ConfigError(f"--min-effect {min_effect}: give a positive size, e.g. 0.5")
     study_file, paths = open_study(study, sets or [], budget, out_dir)
     chosen = int(epoch) if epoch is not None and epoch.isdigit() else epoch
-    analyze_study(study_file, paths, metric=metric, epoch=chosen, alpha=alpha)
+    analyze_study(
+        study_file, paths, metric=metric, epoch=chosen, alpha=alpha, min_effect=min_effect
+    )
 
 
 @app.command()
@@ -264,10 +277,10 @@ def report(
 
     study_file, paths = open_study(study, sets or [], budget, out_dir)
     files = report_study(study_file, paths, test=test)
-    console.print(f"report: {files.pdf} (one A4 page) and {files.md}", highlight=False)
+    console.print(f"report: {files.pdf} (one A4 page) and {files.md}", markup=False)
     store = mlflow_info(paths).get("tracking_uri")
     if store:
-        console.print(f"MLflow store: {store} (in the study parent run)", highlight=False)
+        console.print(f"MLflow store: {store} (in the study parent run)", markup=False)
 
 
 @app.command()
@@ -291,7 +304,9 @@ def ui(
             probe.bind((host, port))
         except OSError as err:
             raise ConfigError(f"--port {port}: cannot listen on {host} ({err.strerror})") from None
-    console.print(f"MLflow dashboard for {store} at http://{host}:{port} (Ctrl-C to stop)")
+    console.print(
+        f"MLflow dashboard for {store} at http://{host}:{port} (Ctrl-C to stop)", markup=False
+    )
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store]
     cmd += ["--host", host, "--port", str(port), "--workers", "1"]
     # Replace this process, so that Ctrl-C and kill reach the dashboard itself.
@@ -303,7 +318,7 @@ def _os_error_message(err: OSError) -> str | None:
     if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"the disk is full{where}: free space or choose another folder with --out"
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write{where}: choose a writable folder with --out, or fix permissions"
+        return f"cannot write{where}: choose a writable path (--out, --csv) or fix its permissions"
     if err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOENT):
         return f"cannot use{where}: {err.strerror}; choose another path"
     return None
@@ -315,7 +330,8 @@ def main() -> None:
         # Typer itself turns usage errors (unknown flag, bad value) into exit code 2.
         app()
     except UserError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        # Messages quote settings like `params: [a, b]`; escaped, Rich prints them as written.
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; results written so far are kept")
@@ -324,7 +340,7 @@ def main() -> None:
         message = _os_error_message(err)
         if message is None:
             raise
-        console.print(f"[bold red]error:[/] {message}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
         sys.exit(2)
 
 

@@ -62,6 +62,16 @@ def judged_claims(study_file: StudyFile, paths: StudyPaths) -> list[Claim]:
         )
         record_hypothesis(study_file, paths, has_results=True)
         return list(current)
+    if claims != list(current):
+        # Claims are judged as written before any result (pre-registered); an edit made after
+        # seeing results is recorded and flagged in the report, never judged in their place.
+        logger.warning(
+            "the claims in the study file differ from those recorded at %s, before the first "
+            "run; the recorded claims are judged and the report notes the edit (start a new "
+            "study with --new to test the new claims)",
+            recorded.get("recorded_at", "the first run"),
+        )
+        record_hypothesis(study_file, paths, has_results=True)
     return claims
 
 
@@ -72,6 +82,7 @@ def analyze_study(
     metric: str | None = None,
     epoch: int | str | None = None,
     alpha: float = 0.05,
+    min_effect: float | None = None,
 ) -> AnalysisResult:
     """Analyze a study's runs into `results/<study>/analysis/` and log it to MLflow."""
     from interplay.analysis.summary import analyze as _analyze
@@ -95,6 +106,7 @@ def analyze_study(
             epoch=epoch,  # type: ignore[arg-type]
             claims=claims,
             alpha=alpha,
+            min_effect=min_effect,
             out_dir=paths.analysis,
         )
     files = [paths.analysis / "results.csv", paths.analysis / "summary.json"]
@@ -113,13 +125,10 @@ def load_summary(paths: StudyPaths) -> dict[str, Any]:
 
 def reflection_text(study_file: StudyFile) -> str:
     """The user's reflection: text in the study file, or a file named there, next to it."""
-    text = study_file.base().report.reflection.strip()
-    if not text or "\n" in text or study_file.path is None:
-        return text
-    candidate = study_file.path.parent / text
-    if candidate.is_file():
-        return candidate.read_text(encoding="utf-8").strip()
-    return text
+    from interplay.report.write import read_reflection
+
+    folder = study_file.path.parent if study_file.path is not None else None
+    return read_reflection(study_file.base().report.reflection, folder)
 
 
 def class_count(study_file: StudyFile) -> int | None:

@@ -114,8 +114,12 @@ def status_table(paths: StudyPaths, storage: str | None = None) -> Table:
     from rich.table import Table
 
     from interplay.analysis.table import format_level
+    from interplay.study import run_active
 
     study = load_optuna_study(paths, storage)
+    # A trial left running by a stopped run still reads RUNNING in the storage until a run
+    # resumes it; with a local storage, the run's lock tells whether one is still going.
+    stopped = storage is None and not run_active(paths)
     table = Table(title=f"{study.study_name}: trials, best first")
     for column in ("trial", "params", "seeds", "val_acc mean", "sd", "state"):
         table.add_column(column, justify="right" if column != "params" else "left")
@@ -124,6 +128,8 @@ def status_table(paths: StudyPaths, storage: str | None = None) -> Table:
         mean = "-" if math.isnan(s["mean"]) else f"{100 * s['mean']:.2f}%"
         sd = "-" if math.isnan(s["sd"]) else f"{100 * s['sd']:.2f}"
         state = s["state"] + (f": {s['reason'][:60]}" if s["reason"] else "")
+        if stopped and s["state"] == "running":
+            state = "interrupted: redone when the run resumes"
         table.add_row(str(s["trial"]), params, s["seeds_done"], mean, sd, state)
     return table
 

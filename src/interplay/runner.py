@@ -33,7 +33,7 @@ from interplay.study import (
     total_trials,
     write_whole,
 )
-from interplay.studyfile import StudyFile, load_study
+from interplay.studyfile import StudyFile, format_params, load_study
 from interplay.words import plural
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,8 @@ def run_study(
                 kept, _ = progress_counts(study, total)
                 console.print(
                     f"stopped: {plural(kept, 'trial')} kept in {paths.root}; run the same command "
-                    "to resume"
+                    "to resume",
+                    markup=False,
                 )
             try:
                 close_parent_run(paths, uri, status)
@@ -266,7 +267,9 @@ def refuse_impossible_grid(study_file: StudyFile) -> None:
     if bad and len(bad) == total:
         raise ConfigError(f"no configuration of the grid can be built; the first one: {bad[0][1]}")
     for params, reason in bad:
-        logger.warning("%s cannot work and will be recorded failed: %s", params, reason)
+        logger.warning(
+            "%s cannot work and will be recorded failed: %s", format_params(params), reason
+        )
 
 
 def report_outcome(study: Any, paths: StudyPaths, console: Console) -> None:
@@ -279,7 +282,7 @@ def report_outcome(study: Any, paths: StudyPaths, console: Console) -> None:
         f"study finished: {plural(counts[TrialState.COMPLETE], 'trial')} complete, "
         f"{counts[TrialState.PRUNED]} pruned, {len(failed)} failed; results in {paths.root}"
     )
-    console.print(line, highlight=False)
+    console.print(line, markup=False, highlight=False)
     reasons = sorted({str(t.user_attrs.get("reason", ""))[:160] for t in failed})
     for reason in reasons[:5]:
         logger.warning("failed trials: %s", reason)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from interplay.training import RunResult
+from interplay.words import plural
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,10 @@ def train_single(
     if result.state == "failed":
         logger.error("run %s failed: %s", sink.run_id, result.reason)
     else:
-        line = f"val_acc {100 * final['val_acc']:.2f}% after {result.epochs_done} epochs"
+        line = f"val_acc {100 * final['val_acc']:.2f}% after {plural(result.epochs_done, 'epoch')}"
         if result.test_acc is not None:
             line += f", test_acc {100 * result.test_acc:.2f}%"
-        console.print(f"run {sink.run_id} ({study.name}): {line}; MLflow store {store}")
+        console.print(
+            f"run {sink.run_id} ({study.name}): {line}; MLflow store {store}", markup=False
+        )
     return result

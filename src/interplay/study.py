@@ -302,6 +302,21 @@ def study_lock(paths: StudyPaths) -> Iterator[None]:
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def run_active(paths: StudyPaths) -> bool:
+    """Whether an `interplay run` on this machine holds the results folder right now."""
+    try:
+        handle = open(paths.lock)  # noqa: SIM115 - closed below; closing drops the flock
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def wait_for_orphan_workers(paths: StudyPaths, wait_s: float = ORPHAN_WAIT_S) -> None:
     """Wait until no worker of an earlier run of this study is alive.
 

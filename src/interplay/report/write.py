@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interplay.config import Study
+from interplay.errors import ConfigError
 from interplay.report.content import FigureRef, ReportContent, build_content
 from interplay.report.markdown import render_markdown
 from interplay.report.typst import Fit, fit_page
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from interplay.studyfile import StudyFile
 
 logger = logging.getLogger(__name__)
+
+
+# Suffixes that make a one-word report.reflection a file name rather than the text itself.
+REFLECTION_FILES = (".md", ".markdown", ".txt", ".typ")
 
 
 @dataclass
@@ -112,4 +117,10 @@ def read_reflection(reflection: str, study_dir: Path | None) -> str:
     candidate = Path(study_dir) / text
     if candidate.is_file():
         return candidate.read_text(encoding="utf-8").strip()
+    if " " not in text and Path(text).suffix.lower() in REFLECTION_FILES:
+        # A file name would otherwise land in the report as the reflection itself.
+        raise ConfigError(
+            f"report.reflection: {candidate} not found; write that file next to the study "
+            "file, or put the reflection's text itself in report.reflection"
+        )
     return text

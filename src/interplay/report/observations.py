@@ -207,7 +207,9 @@ def limitations(
         )
     elif facts.per_class is not None:
         budget += f", on {facts.per_class} images per class before the validation split"
-    out.append(budget + ": rankings can change with longer training or the full data.")
+    # per_class is set only when the runs trained on a subset of the data.
+    more = "longer training or the full data" if facts.per_class is not None else "longer training"
+    out.append(f"{budget}: rankings can change with {more}.")
     counts = exclusions.get("counts") or {}
     if counts:
         listed = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))

@@ -51,7 +51,12 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
-MODELS = {"conv": (conv_net, True), "mlp": (mlp, False)}
+def group_norm_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.LazyLinear(10))
+
+
+# Each model and whether the engine trains it channels-last on the CPU.
+MODELS = {"conv": (conv_net, True), "mlp": (mlp, False), "group-norm": (group_norm_net, False)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

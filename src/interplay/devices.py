@@ -24,6 +24,10 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
+# Norms whose CPU kernels are slower on channels-last maps than on contiguous ones (they copy
+# to contiguous or take a slow path): a conv net with any of them trains faster contiguous on
+# the CPU (docs/performance.md).
+CONTIGUOUS_NORMS_ON_CPU = (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)
 # Devices whose optimizers have fused kernels for Adam, AdamW and SGD in torch >= 2.4.
 FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
 # glibc mallopt parameters (malloc.h) and the values the engine sets: blocks up to 32 MiB (the
@@ -146,7 +150,8 @@ def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto")
     """Precision, memory format, optimizer kind and malloc tuning for this model and device.
 
     bf16 autocast where the hardware runs it natively, channels-last for conv nets (on CPU
-    and CUDA, where the convolution kernels are faster in that layout), fp32 otherwise.
+    and CUDA, where the convolution kernels are faster in that layout; on the CPU only
+    without group, layer or instance norm), fp32 otherwise.
     `INTERPLAY_PRECISION` overrides `auto`, for benchmarks and tests.
 
     Args:
@@ -164,10 +169,14 @@ def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    slow_norm = any(isinstance(m, CONTIGUOUS_NORMS_ON_CPU) for m in model.modules())
+    channels_last = has_conv and (
+        device.type == "cuda" or (device.type == "cpu" and not slow_norm)
+    )
     return Engine(
         device=device,
         precision=precision,
-        channels_last=has_conv and device.type in ("cpu", "cuda"),
+        channels_last=channels_last,
         fused_optimizer=device.type in FUSED_OPTIMIZER_DEVICES,
         threads=torch.get_num_threads() if device.type == "cpu" else None,
         tuned_malloc=device.type == "cpu" and malloc_tunable(),

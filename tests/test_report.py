@@ -200,6 +200,15 @@ def test_param_roles_follow_the_setting_not_the_name() -> None:
     assert roles == {"a": "norm", "b": "width", "c": "depth", "d": "lr"}
 
 
+def test_param_roles_repeat_of_a_block_without_weights_is_not_depth() -> None:
+    raw = study_dict([])
+    raw["model"]["blocks"].insert(
+        1, {"repeat": "${every_block}", "layers": [{"type": "dropout", "p": 0.5}]}
+    )
+    # Neither the setting (a dropout-only block) nor the name ("block") makes it depth.
+    assert param_roles(["every_block"], raw) == {}
+
+
 @pytest.mark.parametrize("prediction", PREDICTIONS, ids=lambda p: f"{p.a}-{p.b}")
 @pytest.mark.parametrize(
     ("planted", "verdict"), [(1.0, "agrees"), (-1.0, "disagrees"), (0.0, "inconclusive")]

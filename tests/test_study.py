@@ -378,3 +378,18 @@ def test_status_table_running_trial_of_stopped_run_reads_interrupted(tmp_path: P
     with open(paths.lock, "a+") as handle:  # as `interplay run` holds it while it runs
         fcntl.flock(handle, fcntl.LOCK_EX)
         assert "running" in shown() and "interrupted" not in shown()
+
+
+def test_open_study_with_other_settings_than_the_runs_refused(
+    write_study, tmp_path: Path, mlflow_uri: str
+) -> None:
+    from interplay.postprocess import open_study
+
+    path = write_study(grid_study([0.0, 0.5], ["none"], seeds=1))
+    out = tmp_path / "results"
+    run_study(path, [], out=out, tracking=mlflow_uri, quiet=True)
+
+    study_file, paths = open_study(path, ["report.title=Mine"], None, out)  # not training
+    assert paths.spec.exists()
+    with pytest.raises(ConfigError, match=r"ran with other settings:\n  data.subset: 10 -> 20"):
+        open_study(path, ["data.subset=20"], None, out)

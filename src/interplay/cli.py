@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -251,7 +252,7 @@ def analyze(
         raise ConfigError(f"--metric {metric}: use val_acc or val_loss")
     if not 0 < alpha < 0.5:
         raise ConfigError(f"--alpha {alpha}: give a significance level between 0 and 0.5")
-    if min_effect is not None and min_effect <= 0:
+    if min_effect is not None and not (0 < min_effect < math.inf):
         raise ConfigError(f"--min-effect {min_effect}: give a positive size, e.g. 0.5")
     study_file, paths = open_study(study, sets or [], budget, out_dir)
     chosen = int(epoch) if epoch is not None and epoch.isdigit() else epoch

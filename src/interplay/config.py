@@ -232,7 +232,8 @@ class SearchParam(Strict):
                 if not isinstance(name, str):
                     # YAML reads on/off/yes/no/true/false and numbers as values, not text.
                     raise ValueError(
-                        f"the level name {name!r} is not text; quote it (for example 'off': ...)"
+                        f"the level name {name!r} is not text; quote it, for YAML reads "
+                        "yes, no, on, off, true, false and numbers as values"
                     )
         return values
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interplay.config import Claim
-from interplay.errors import UserError
+from interplay.errors import ConfigError, UserError
 from interplay.study import StudyPaths, record_hypothesis, results_dir
 from interplay.studyfile import StudyFile, load_study
 
@@ -177,5 +177,20 @@ def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True)
 def open_study(
     path: Path, sets: list[str], budget: str | None, out: Path | None
 ) -> tuple[StudyFile, StudyPaths]:
+    from interplay.study import spec_changes, training_spec
+
     study_file = load_study(path, sets, budget)
-    return study_file, results_dir(study_file, out)
+    paths = results_dir(study_file, out)
+    if paths.spec.exists():
+        # The analysis and report describe the runs, so they read the study with the settings
+        # the runs were trained with; other --budget or --set values would misdescribe them.
+        recorded = json.loads(paths.spec.read_text())
+        recorded.pop("data files", None)
+        changes = spec_changes(recorded, training_spec(study_file))
+        if changes:
+            listed = "\n  ".join(changes)
+            raise ConfigError(
+                f"the study in {paths.root} ran with other settings:\n  {listed}\n"
+                "Pass the --budget and --set values the runs used"
+            )
+    return study_file, paths

@@ -27,6 +27,8 @@ from interplay.report import numbers as fmt
 logger = logging.getLogger(__name__)
 
 Role = Literal["norm", "dropout", "lr", "batch_size", "depth", "width"]
+# The role of a setting that is known to be none of the above (no guess from the param's name).
+NO_ROLE: Literal["none"] = "none"
 TheoryVerdict = Literal["agrees", "disagrees", "inconclusive", "not measurable here"]
 
 ROLE_WORDS: dict[str, str] = {
@@ -121,7 +123,7 @@ class TheoryCheck:
 
 def param_roles(names: list[str], raw: dict[str, Any] | None = None) -> dict[str, Role]:
     """The role of each param: from the setting its placeholder fills, else from its name."""
-    roles: dict[str, Role] = {}
+    roles: dict[str, Role | Literal["none"]] = {}
     if raw is not None:
         body = {k: v for k, v in raw.items() if k not in ("search", "hypothesis", "budgets")}
         for path, parent, text in _strings(body, ()):
@@ -136,7 +138,7 @@ def param_roles(names: list[str], raw: dict[str, Any] | None = None) -> dict[str
             if pattern.search(name.lower()):
                 roles[name] = role
                 break
-    return roles
+    return {name: role for name, role in roles.items() if role != NO_ROLE}
 
 
 def _strings(node: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any, str]]:
@@ -153,7 +155,7 @@ def _strings(node: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...]
             yield from _strings(child, (*path, i))
 
 
-def _setting_role(path: tuple[Any, ...], parent: Any) -> Role | None:
+def _setting_role(path: tuple[Any, ...], parent: Any) -> Role | Literal["none"] | None:
     key = path[-1] if path else None
     kind = parent.get("type") if isinstance(parent, dict) else None
     if kind == "norm" and key == "kind":
@@ -167,7 +169,10 @@ def _setting_role(path: tuple[Any, ...], parent: Any) -> Role | None:
     if path[-2:] == ("training", "batch_size"):
         return "batch_size"
     if key == "repeat" and "blocks" in path:
-        return "depth"
+        layers = parent.get("layers") if isinstance(parent, dict) else None
+        kinds = {layer.get("type") for layer in layers or [] if isinstance(layer, dict)}
+        # Repeating a block without weights (a dropout-only block, say) adds no depth.
+        return "depth" if kinds & {"conv", "linear"} else NO_ROLE
     return None
 
 

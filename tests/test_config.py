@@ -353,3 +353,11 @@ def test_named_levels_yaml_boolean_name_gets_quote_hint(tmp_path: Path) -> None:
 def test_overrides_accept_bracket_indexes(write_study) -> None:
     study = load_study(write_study(small_cnn()), ["model.blocks[0].repeat=2"]).base()
     assert study.model.blocks[0].repeat == 2
+
+
+def test_format_params_reads_like_the_tables() -> None:
+    from interplay.words import format_params
+
+    assert format_params({"rate": 0.0, "lr": 0.001, "norm": "batch"}) == (
+        "rate=0, lr=1e-3, norm=batch"
+    )

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from interplay.config import SearchConfig, Study
 from interplay.errors import ConfigError
+from interplay.words import format_params
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +108,6 @@ class StudyFile:
     @property
     def source(self) -> str:
         return str(self.path) if self.path is not None else "<study>"
-
-
-def format_params(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items())
 
 
 def load_study(

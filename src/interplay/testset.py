@@ -16,6 +16,7 @@ from typing import Any
 from interplay.errors import UserError
 from interplay.study import StudyPaths
 from interplay.studyfile import StudyFile
+from interplay.words import plural
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,9 @@ def evaluate_best(
     }
     paths.test.write_text(json.dumps(record, indent=2))
     logger.info(
-        "test accuracy of the best configuration: %.2f%% (%d models, %d images)",
+        "test accuracy of the best configuration: %.2f%% (%s, %s)",
         100 * record["test_acc"],
-        len(accuracies),
-        len(data.test_y),
+        plural(len(accuracies), "model"),
+        plural(len(data.test_y), "image"),
     )
     return record

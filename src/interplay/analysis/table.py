@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from interplay.errors import DataError
+from interplay.words import format_level
 
 if TYPE_CHECKING:
     from interplay.config import SearchConfig
@@ -358,19 +359,6 @@ def level_index(param: ParamInfo, value: Any) -> int:
 
 def level_codes(param: ParamInfo, values: pd.Series) -> np.ndarray:
     return np.array([level_index(param, v) for v in values], dtype=int)
-
-
-def format_level(value: Any) -> str:
-    """A short readable label: 0.001 -> 1e-3, 0.00025 -> 2.5e-4, 0.5 -> 0.5, 'batch'."""
-    if isinstance(value, bool) or not _is_number(value):
-        return str(value)
-    x = float(value)
-    if x == int(x) and abs(x) < 1e5:
-        return str(int(x))
-    if abs(x) < 1e-2 or abs(x) >= 1e5:
-        mantissa, exponent = f"{x:.1e}".split("e")
-        return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
-    return f"{x:.3g}"
 
 
 def config_stats(prepared: Prepared) -> pd.DataFrame:

@@ -136,3 +136,30 @@ def test_cli_error_keeps_square_brackets(write_study) -> None:
 
     # Rich would read "[a, b]" as markup and print nothing of it.
     assert_user_error(done, "an interaction claim needs params: [a, b]")
+
+
+# Runs a command in-process and prints which heavy libraries it imported.
+IMPORTS_SCRIPT = """
+import sys
+from interplay.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = ("torch", "mlflow", "optuna", "pandas", "matplotlib", "statsmodels")
+print("imported:", sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["summary", str(STUDIES / "baseline.yaml")]], ids=["help", "summary"]
+)
+def test_cli_help_and_summary_import_no_heavy_library(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "imported: []" in done.stdout, done.stdout[-500:] + done.stderr[-500:]

@@ -57,15 +57,13 @@ def check_combinations(study_file: StudyFile) -> list[tuple[dict[str, object], s
 
 
 def summarize_study(path: Path, sets: list[str], budget: str | None, out: Console) -> None:
-    from interplay.models import build_model, infer_model, render_summary, summary_of
+    from interplay.models import infer_model, render_summary
 
     study_file = load_study(path, sets, budget)
     study = study_file.base()
     shape, classes = data_shape(study.data)
-    if study.model.factory is not None:
-        summary = summary_of(build_model(study.model, shape, classes))
-    else:
-        summary = infer_model(study.model, shape, classes)
+    # Blocks are inferred analytically (no torch); a factory's model is built and measured.
+    summary = infer_model(study.model, shape, classes)
     params = study_file.default_params()
     title = f"{study.name}: {study.data.dataset} {'x'.join(map(str, shape))}, {classes} classes"
     if params:

@@ -2,8 +2,8 @@
 
 Each registry maps the word used in a study file to a function that makes the torch layer, so a
 new norm or activation is one entry here and every test parametrized over the registry covers it.
-The settings a study file leaves open ('same' padding, 'auto' dropout, the input size of a linear
-layer) are resolved by the small helpers below, shared with shape inference so the two agree.
+The settings a study file leaves open ('same' padding, 'auto' dropout) are resolved by the
+helpers in interplay.models.settings, shared with shape inference so the two agree.
 """
 
 from __future__ import annotations
@@ -25,39 +25,16 @@ from interplay.config import (
     NormLayer,
     PoolLayer,
 )
+from interplay.models.settings import (
+    Shape,
+    conv_bias,
+    conv_padding,
+    dropout_kind,
+    is_map,
+    pool_stride,
+)
 
 logger = logging.getLogger(__name__)
-
-Shape = tuple[int, ...]
-
-
-def is_map(shape: Shape) -> bool:
-    """A feature map is (channels, height, width); anything else here is a vector (features,)."""
-    return len(shape) == 3
-
-
-# ---------------------------------------------------------------- resolved settings
-
-
-def conv_padding(cfg: ConvLayer) -> int:
-    return cfg.kernel // 2 if cfg.padding == "same" else cfg.padding
-
-
-def conv_bias(cfg: ConvLayer) -> bool:
-    # Shape inference replaces 'auto' by a bool once the block's order is known; a conv built
-    # on its own keeps PyTorch's default.
-    return cfg.bias if isinstance(cfg.bias, bool) else True
-
-
-def pool_stride(cfg: PoolLayer) -> int:
-    return cfg.stride if cfg.stride is not None else cfg.size
-
-
-def dropout_kind(cfg: DropoutLayer, shape: Shape) -> str:
-    if cfg.kind != "auto":
-        return cfg.kind
-    return "channel" if is_map(shape) else "element"
-
 
 # ---------------------------------------------------------------- registries
 

@@ -31,8 +31,7 @@ from interplay.config import (
     PoolLayer,
 )
 from interplay.errors import ArchitectureError
-from interplay.models.factory import factory_model
-from interplay.models.layers import conv_bias, conv_padding, dropout_kind, is_map, pool_stride
+from interplay.models.settings import conv_bias, conv_padding, dropout_kind, is_map, pool_stride
 from interplay.models.summary import LayerRow, ModelSummary, Shape, format_shape
 
 logger = logging.getLogger(__name__)
@@ -379,5 +378,8 @@ def infer_model(
             the incoming shape and the setting to change.
     """
     if model.factory is not None:
+        # A factory's model can only be known by building it, which needs torch.
+        from interplay.models.factory import factory_model
+
         return factory_model(model, input_shape, num_classes)[1]
     return plan_model(model, input_shape, num_classes).summary

@@ -468,3 +468,14 @@ def test_data_shape_folder_problems_found_by_summary(
         data_shape(folder_cfg(root))
     with pytest.raises(DataError, match="needs data.root"):
         data_shape(DataConfig(dataset="folder"))
+
+
+def test_data_shape_folder_subset_larger_than_a_class_found_by_summary(tmp_path: Path) -> None:
+    from interplay.summary import data_shape
+
+    root = make_class_folders(tmp_path / "pets", per_class=5)
+
+    assert data_shape(folder_cfg(root, subset=3)) == ((1, 16, 16), 3)  # channels default 1
+    # 5 images per class, 4 of them in the training part after the fixed 20% test hold-out.
+    with pytest.raises(DataError, match=r"data.subset=5: too few training images in class"):
+        data_shape(folder_cfg(root, subset=5))

@@ -25,6 +25,7 @@ def data_shape(cfg: DataConfig) -> tuple[tuple[int, int, int], int]:
     if cfg.dataset in _KNOWN_SHAPES:
         return _KNOWN_SHAPES[cfg.dataset]
     from interplay.data.folder import scan_folder
+    from interplay.data.splits import train_val_indices
 
     if not cfg.root:
         raise DataError(
@@ -34,6 +35,7 @@ def data_shape(cfg: DataConfig) -> tuple[tuple[int, int, int], int]:
     # Listing the files is cheap and finds missing, empty or lone class folders; the images
     # themselves are decoded (and checked) when a run or study starts.
     scan = scan_folder(cfg.root)
+    train_val_indices(scan.train.y, scan.classes, cfg)
     return (cfg.channels, cfg.image_size, cfg.image_size), len(scan.classes)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from interplay.config import DataConfig
 from interplay.data.sources import open_dataset
-from interplay.data.splits import stratified_split, take_per_class
+from interplay.data.splits import train_val_indices
 
 logger = logging.getLogger(__name__)
 
@@ -77,22 +77,7 @@ def load_data(cfg: DataConfig, *, with_test: bool = False) -> DataSplits:
     dataset = open_dataset(cfg)
     train = dataset.load("train")
 
-    pool = np.arange(len(train))
-    if cfg.subset is not None:
-        pool = take_per_class(
-            train.y,
-            cfg.subset,
-            classes=dataset.classes,
-            seed=cfg.split_seed,
-            setting=f"data.subset={cfg.subset}",
-        )
-    kept, held = stratified_split(
-        train.y[pool],
-        cfg.val_fraction,
-        seed=cfg.split_seed,
-        setting=f"data.val_fraction={cfg.val_fraction} of {len(pool)} images",
-    )
-    train_idx, val_idx = pool[kept], pool[held]
+    train_idx, val_idx = train_val_indices(train.y, dataset.classes, cfg)
 
     train_x = _to_float(train.x[train_idx])
     val_x = _to_float(train.x[val_idx])

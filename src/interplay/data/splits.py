@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from interplay.errors import DataError
+
+if TYPE_CHECKING:
+    from interplay.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +87,31 @@ def stratified_split(
         np.arange(len(y)), test_size=n_held, stratify=y, random_state=seed, shuffle=True
     )
     return np.sort(kept), np.sort(held)
+
+
+def train_val_indices(
+    y: np.ndarray, classes: Sequence[str], cfg: DataConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation indices a study's data settings draw from a training part.
+
+    `data.subset` images per class are drawn first (all images when unset), then
+    `data.val_fraction` of them is held out for validation, stratified; both seeded by
+    `data.split_seed`. `interplay summary` calls this on a folder's labels alone, so a subset
+    or split a class cannot fill is reported before any image is decoded.
+    """
+    pool = np.arange(len(y))
+    if cfg.subset is not None:
+        pool = take_per_class(
+            y,
+            cfg.subset,
+            classes=classes,
+            seed=cfg.split_seed,
+            setting=f"data.subset={cfg.subset}",
+        )
+    kept, held = stratified_split(
+        y[pool],
+        cfg.val_fraction,
+        seed=cfg.split_seed,
+        setting=f"data.val_fraction={cfg.val_fraction} of {len(pool)} images",
+    )
+    return pool[kept], pool[held]

@@ -349,6 +349,7 @@ def test_judged_claims_edited_after_first_run_warns_and_keeps_recorded(
 
     assert [c.param for c in claims] == ["dropout"]
     assert "differ from those recorded" in caplog.text
+    assert "the hypothesis differs" not in caplog.text  # one warning, not two
     edits = json.loads(paths.hypothesis.read_text())["edits"]
     assert [e["hypothesis"]["claims"][0]["param"] for e in edits] == ["norm"]
 
@@ -393,3 +394,26 @@ def test_open_study_with_other_settings_than_the_runs_refused(
     assert paths.spec.exists()
     with pytest.raises(ConfigError, match=r"ran with other settings:\n  data.subset: 10 -> 20"):
         open_study(path, ["data.subset=20"], None, out)
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected_epoch"),
+    [
+        ({"mode": "final", "epoch": None}, None),
+        ({"mode": "fixed epoch", "epoch": 3}, 3),
+        ({"mode": "last common epoch", "epoch": 2}, "common"),
+    ],
+)
+def test_analysis_choices_repeat_the_earlier_analysis(
+    metric: dict[str, Any], expected_epoch: object
+) -> None:
+    from interplay.postprocess import analysis_choices
+
+    summary = {"metric": {"name": "val_loss", "alpha": 0.01, "min_effect": 0.5, **metric}}
+
+    assert analysis_choices(summary) == {
+        "metric": "val_loss",
+        "epoch": expected_epoch,
+        "alpha": 0.01,
+        "min_effect": 0.5,
+    }

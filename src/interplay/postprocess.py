@@ -71,7 +71,7 @@ def judged_claims(study_file: StudyFile, paths: StudyPaths) -> list[Claim]:
             "study with --new to test the new claims)",
             recorded.get("recorded_at", "the first run"),
         )
-        record_hypothesis(study_file, paths, has_results=True)
+        record_hypothesis(study_file, paths, has_results=True, quiet=True)
     return claims
 
 
@@ -140,6 +140,23 @@ def class_count(study_file: StudyFile) -> int | None:
         return None
 
 
+def analysis_choices(summary: dict[str, Any]) -> dict[str, Any]:
+    """The metric, epoch, alpha and min_effect an earlier analysis was asked for."""
+    metric = summary.get("metric") or {}
+    mode = metric.get("mode")
+    epoch: int | str | None = None
+    if mode == "last common epoch":
+        epoch = "common"
+    elif mode == "fixed epoch" and metric.get("epoch") is not None:
+        epoch = int(metric["epoch"])
+    return {
+        "metric": metric.get("name"),
+        "epoch": epoch,
+        "alpha": float(metric.get("alpha") or 0.05),
+        "min_effect": metric.get("min_effect"),
+    }
+
+
 def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True) -> Any:
     """Write report.pdf and report.md for an analyzed study and log both to MLflow."""
     from interplay.report import write_report
@@ -151,8 +168,8 @@ def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True)
         logger.info("no analysis of %s yet: analyzing first", study_file.name)
         analyze_study(study_file, paths)
     elif summary_path.stat().st_mtime < paths.journal.stat().st_mtime:
-        logger.info("runs were added since the last analysis: analyzing again")
-        analyze_study(study_file, paths)
+        logger.info("runs were added since the last analysis: analyzing again, as before")
+        analyze_study(study_file, paths, **analysis_choices(load_summary(paths)))
     summary = load_summary(paths)
     best = summary.get("best")
     test_record = evaluate_best(study_file, paths, best) if test and best else None

@@ -359,7 +359,13 @@ def claim_lock(paths: StudyPaths) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def record_hypothesis(study_file: StudyFile, paths: StudyPaths, has_results: bool) -> None:
+def record_hypothesis(
+    study_file: StudyFile, paths: StudyPaths, has_results: bool, *, quiet: bool = False
+) -> None:
+    """Record the hypothesis before the first run, and every later edit with its time.
+
+    `quiet` leaves the warning about an edit to the caller, which has more to say.
+    """
     current = study_file.base().hypothesis.model_dump(mode="json")
     now = datetime.now(UTC).isoformat(timespec="seconds")
     if not paths.hypothesis.exists():
@@ -377,7 +383,8 @@ def record_hypothesis(study_file: StudyFile, paths: StudyPaths, has_results: boo
     )
     if last != current:
         record["edits"].append({"at": now, "after_results": has_results, "hypothesis": current})
-        logger.warning(
+        log = logger.debug if quiet else logger.warning
+        log(
             "the hypothesis differs from the one recorded %s; the report will say it was edited%s",
             record["recorded_at"],
             " after results existed" if has_results else "",

@@ -417,3 +417,21 @@ def test_analysis_choices_repeat_the_earlier_analysis(
         "alpha": 0.01,
         "min_effect": 0.5,
     }
+
+
+def test_replicate_rows_count_a_reused_run_once(tmp_path: Path) -> None:
+    from interplay.results import replicate_rows
+    from interplay.study import open_storage, storage_url
+
+    paths = StudyPaths(tmp_path / "results")
+    paths.root.mkdir(parents=True)
+    study = optuna.create_study(storage=open_storage(storage_url(paths)), study_name="again")
+    record = {"run_id": "r1", "seed": 0, "state": "complete", "final": {"val_acc": 0.9}}
+    for run_id in ("r1", "r1", "r2"):  # the second trial drew the first one's configuration
+        trial = study.ask({"dropout": optuna.distributions.FloatDistribution(0.0, 0.5)})
+        trial.set_user_attr("rep0", {**record, "run_id": run_id})
+        study.tell(trial, 0.9)
+
+    rows = replicate_rows(study)
+
+    assert [(r["trial"], r["run_id"]) for r in rows] == [(0, "r1"), (2, "r2")]

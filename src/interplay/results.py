@@ -42,6 +42,7 @@ def load_optuna_study(paths: StudyPaths, storage: str | None = None) -> optuna.S
 def replicate_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per replicate run, in trial order, from the trials' user attrs."""
     rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get("reason") == INTERRUPTED or not trial.state.is_finished():
             continue  # redone by a later trial, which carries its finished replicates over
@@ -50,6 +51,11 @@ def replicate_rows(study: optuna.Study) -> list[dict[str, Any]]:
             key=lambda r: r["seed"],
         )
         for rep in reps:
+            # A search that draws a configuration again reuses its finished runs (same config
+            # and seed); each run is one row, or the analysis would count it twice.
+            if rep.get("run_id") and rep["run_id"] in seen:
+                continue
+            seen.add(rep.get("run_id") or "")
             row: dict[str, Any] = {
                 "run_id": rep["run_id"],
                 "trial": trial.number,

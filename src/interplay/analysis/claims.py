@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from interplay.analysis.anova import AnovaResult
+from interplay.analysis.anova import AnovaResult, AnovaTerm
 from interplay.analysis.effects import MainEffect, PairEffect
 from interplay.analysis.importance import PairStrength
 from interplay.analysis.table import ParamInfo, Prepared, format_level, level_index
@@ -65,16 +65,15 @@ def check_claims(claims: list[Claim], params: list[ParamInfo]) -> None:
     known = {p.name: p for p in params}
     for i, claim in enumerate(claims):
         where = f"hypothesis.claims[{i}]"
-        names = list(claim.params or []) + ([claim.param] if claim.param else [])
-        names += list((claim.within or {}).keys())
-        for name in names:
+        compared = list(claim.params or []) + ([claim.param] if claim.param else [])
+        for name in compared + list((claim.within or {}).keys()):
             if name not in known:
                 raise ConfigError(
                     f"{where}: {name!r} is not a search param (params: {', '.join(known)})"
                 )
         if claim.kind == "interaction" and claim.params and claim.params[0] == claim.params[1]:
             raise ConfigError(f"{where}: an interaction needs two different params")
-        for name in list(claim.params or []) + ([claim.param] if claim.param else []):
+        for name in compared:
             own = known[name].levels
             if own is not None and len(own) < 2:
                 raise ConfigError(
@@ -157,18 +156,9 @@ def _interaction(claim: Claim, ev: Evidence, alpha: float, min_effect: float | N
         stat |= {"h": strength.h, "h_size": strength.size, "h_size_ci": strength.size_ci}
         size_ci = strength.size_ci
     if term is None or term.p is None:
-        why = (ev.anova.why_not(a, b) if ev.anova else None) or "no test could be run"
-        if ev.anova and term is not None:
-            why = "; ".join(ev.anova.notes) or why
+        why = _untested_why(ev, term, a, b)
         return "inconclusive", f"the interaction cannot be tested: {why}", method, stat
-    stat |= {
-        "F": term.f,
-        "df": term.df,
-        "df_resid": term.df_resid,
-        "p": term.p,
-        "partial_eta2": term.partial_eta2,
-        "partial_eta2_ci": term.partial_eta2_ci,
-    }
+    stat |= _f_test_stat(term)
     if term.p < alpha:
         return "supported", f"interaction F test p = {term.p:.3g} < {alpha}", method, stat
     if _small(size_ci, min_effect):
@@ -184,6 +174,26 @@ def _interaction(claim: Claim, ev: Evidence, alpha: float, min_effect: float | N
         method,
         stat,
     )
+
+
+def _untested_why(ev: Evidence, term: AnovaTerm | None, *names: str) -> str:
+    """Why the ANOVA has no test of these params' term."""
+    why = (ev.anova.why_not(*names) if ev.anova else None) or "no test could be run"
+    if ev.anova and term is not None:
+        why = "; ".join(ev.anova.notes) or why
+    return why
+
+
+def _f_test_stat(term: AnovaTerm) -> dict[str, Any]:
+    """The F test of an ANOVA term, as the claim's statistic records it."""
+    return {
+        "F": term.f,
+        "df": term.df,
+        "df_resid": term.df_resid,
+        "p": term.p,
+        "partial_eta2": term.partial_eta2,
+        "partial_eta2_ci": term.partial_eta2_ci,
+    }
 
 
 def _effect(claim: Claim, ev: Evidence, alpha: float, min_effect: float | None) -> Judged:
@@ -203,18 +213,9 @@ def _effect(claim: Claim, ev: Evidence, alpha: float, min_effect: float | None) 
     if claim.direction != "any":
         method += "; direction: sign of the Spearman correlation of level means with level order"
     if term is None or term.p is None:
-        why = (ev.anova.why_not(name) if ev.anova else None) or "no test could be run"
-        if ev.anova and term is not None:
-            why = "; ".join(ev.anova.notes) or why
+        why = _untested_why(ev, term, name)
         return "inconclusive", f"the effect cannot be tested: {why}", method, stat
-    stat |= {
-        "F": term.f,
-        "df": term.df,
-        "df_resid": term.df_resid,
-        "p": term.p,
-        "partial_eta2": term.partial_eta2,
-        "partial_eta2_ci": term.partial_eta2_ci,
-    }
+    stat |= _f_test_stat(term)
     range_ci = main.range_ci if main else None
     significant = term.p < alpha
     if claim.direction == "any":

@@ -194,20 +194,17 @@ def report_study(study_file: StudyFile, paths: StudyPaths, *, test: bool = True)
 def open_study(
     path: Path, sets: list[str], budget: str | None, out: Path | None
 ) -> tuple[StudyFile, StudyPaths]:
-    from interplay.study import spec_changes, training_spec
+    from interplay.study import recorded_spec_changes, training_spec
 
     study_file = load_study(path, sets, budget)
     paths = results_dir(study_file, out)
-    if paths.spec.exists():
-        # The analysis and report describe the runs, so they read the study with the settings
-        # the runs were trained with; other --budget or --set values would misdescribe them.
-        recorded = json.loads(paths.spec.read_text())
-        recorded.pop("data files", None)
-        changes = spec_changes(recorded, training_spec(study_file))
-        if changes:
-            listed = "\n  ".join(changes)
-            raise ConfigError(
-                f"the study in {paths.root} ran with other settings:\n  {listed}\n"
-                "Pass the --budget and --set values the runs used"
-            )
+    # The analysis and report describe the runs, so they read the study with the settings the
+    # runs were trained with; other --budget or --set values would misdescribe them.
+    changes = recorded_spec_changes(paths, training_spec(study_file))
+    if changes:
+        listed = "\n  ".join(changes)
+        raise ConfigError(
+            f"the study in {paths.root} ran with other settings:\n  {listed}\n"
+            "Pass the --budget and --set values the runs used"
+        )
     return study_file, paths

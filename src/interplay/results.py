@@ -53,9 +53,11 @@ def replicate_rows(study: optuna.Study) -> list[dict[str, Any]]:
         for rep in reps:
             # A search that draws a configuration again reuses its finished runs (same config
             # and seed); each run is one row, or the analysis would count it twice.
-            if rep.get("run_id") and rep["run_id"] in seen:
+            run_id = rep.get("run_id")
+            if run_id in seen:
                 continue
-            seen.add(rep.get("run_id") or "")
+            if run_id:
+                seen.add(run_id)
             row: dict[str, Any] = {
                 "run_id": rep["run_id"],
                 "trial": trial.number,

@@ -223,6 +223,19 @@ def spec_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def recorded_spec_changes(paths: StudyPaths, spec: dict[str, Any]) -> list[str]:
+    """How `spec` differs from the one the study started with (none before its first run).
+
+    A spec without the data files' fingerprint is compared without it.
+    """
+    if not paths.spec.exists():
+        return []
+    recorded = json.loads(paths.spec.read_text())
+    if "data files" not in spec:
+        recorded.pop("data files", None)
+    return spec_changes(recorded, spec)
+
+
 def distributions(study_file: StudyFile) -> dict[str, optuna.distributions.BaseDistribution]:
     from optuna.distributions import (
         CategoricalDistribution,
@@ -438,16 +451,15 @@ def prepare(
     fingerprint = data_fingerprint(study_file)
     if fingerprint is not None:
         spec["data files"] = fingerprint
-    if paths.spec.exists():
-        changes = spec_changes(json.loads(paths.spec.read_text()), spec)
-        if changes:
-            listed = "\n  ".join(changes)
-            raise ConfigError(
-                f"the study in {paths.root} was started with other settings:\n  {listed}\n"
-                "Restore them to resume, or pass --new to start a fresh study "
-                "(the old results folder is kept beside it)"
-            )
-    else:
+    changes = recorded_spec_changes(paths, spec)
+    if changes:
+        listed = "\n  ".join(changes)
+        raise ConfigError(
+            f"the study in {paths.root} was started with other settings:\n  {listed}\n"
+            "Restore them to resume, or pass --new to start a fresh study "
+            "(the old results folder is kept beside it)"
+        )
+    if not paths.spec.exists():
         write_whole(paths.spec, json.dumps(spec, indent=2))
 
     direction: Literal["maximize", "minimize"] = (

@@ -76,19 +76,24 @@ def store_creation_seconds() -> float:
     return seconds
 
 
-def logging_share(label: str, study: Study, data: DataSplits, uri: str) -> LoggingShare:
+def logging_share(
+    label: str, study: Study, data: DataSplits, uri: str, experiment_id: str | None = None
+) -> LoggingShare:
     """One tracked run into `uri`; the logging time is everything MLflow-side of it.
 
     That is the run's creation, every sink call (params, tags, per-epoch metrics, the study
     and summary artifacts, the close) and the environment tags (a `git rev-parse`), measured
-    on their own so that the training in between is not counted.
+    on their own so that the training in between is not counted. With `experiment_id`, the
+    run is made the way a study makes its runs, with the experiment looked up once before.
     """
-    from interplay.models import build_model
-    from interplay.runs import summary_text, tracked_run
+    from interplay.models import build_model, summary_plain_text
+    from interplay.runs import tracked_run, yaml_text
     from interplay.tracking import MLflowSink, environment_tags
 
     start = time.perf_counter()
-    sink, create_s = _timed(lambda: MLflowSink(uri, experiment=study.name, run_name=label))
+    sink, create_s = _timed(
+        lambda: MLflowSink(uri, experiment=study.name, run_name=label, experiment_id=experiment_id)
+    )
     timed = TimedSink(sink)
     tracked_run(study, data, cast(MLflowSink, timed))
     run_seconds = time.perf_counter() - start
@@ -96,9 +101,11 @@ def logging_share(label: str, study: Study, data: DataSplits, uri: str) -> Loggi
     # tracked_run builds these two outside the sink; time them again the same way.
     _, tags_s = _timed(lambda: environment_tags(data.name, "cpu"))
     model = build_model(study.model, data.input_shape, data.num_classes)
-    _, summary_s = _timed(lambda: summary_text(model.summary))  # type: ignore[arg-type]
+    summary = model.summary  # type: ignore[union-attr]
+    dumped = study.model_dump(mode="json")
+    _, texts_s = _timed(lambda: (summary_plain_text(summary), yaml_text(dumped)))  # type: ignore[arg-type]
     by_call: dict[str, float] = dict(timed.seconds_by_call)
-    by_call.update(create_run=create_s, environment_tags=tags_s, summary_text=summary_s)
+    by_call.update(create_run=create_s, environment_tags=tags_s, artifact_texts=texts_s)
     calls = sum(timed.calls.values()) + 1
     return LoggingShare(label, run_seconds, sum(by_call.values()), calls, by_call)
 

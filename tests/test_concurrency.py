@@ -69,6 +69,7 @@ HAMMER = textwrap.dedent(
         sink.log_params({f"p{k}": k for k in range(40)})
         for step in range(1, STEPS + 1):
             sink.log_metrics({"loss": 1.0 / step, "acc": step / STEPS}, step=step)
+            sink.flush()  # a write per step, to make the processes collide often
         sink.close()
         trial = study.ask()
         trial.set_user_attr("run_id", sink.run_id)

@@ -32,6 +32,7 @@ from interplay.models import (
     infer_model,
     render_summary,
     summary_of,
+    summary_plain_text,
 )
 
 MNIST = (1, 28, 28)
@@ -401,6 +402,22 @@ def test_macs_of_known_conv() -> None:
     assert summary.rows[0].macs == 28 * 28 * 32 * 9
     assert summary.rows[0].params == 32 * 9 + 32
     assert summary.total_macs == 28 * 28 * 32 * 9 + 32 * 28 * 28 * 10
+
+
+def test_summary_plain_text_same_cells_aligned() -> None:
+    model = model_of({"layers": [{"type": "conv", "channels": 32, "padding": 1}], "repeat": 2})
+    summary = infer_model(model, MNIST, 10)
+    lines = summary_plain_text(summary).splitlines()
+    assert lines[0] == "input 1x28x28"
+    assert lines[1].split() == ["block", "layer", "output", "shape", "params", "MACs"]
+    rows = lines[3:-2]
+    layer = lines[1].index("layer")
+    assert [r[layer:].split()[0] for r in rows] == ["conv", "conv", "flatten", "linear"]
+    assert [r[:8].strip() for r in rows] == ["block1.1", "block1.2", "head", ""]
+    assert lines[-1].split() == ["total", "4", "layers", "10", "260,458", "7.70M"]
+    # Numbers are right-aligned: every row's params column ends where the header's does.
+    end = lines[1].index("params") + len("params")
+    assert [r[:end].split()[-1] for r in rows] == ["320", "9,248", "0", "250,890"]
 
 
 def test_render_summary_has_totals() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
+import interplay.tracking
 from interplay.data import load_data
 from interplay.runs import study_params, tracked_run
 from interplay.studyfile import load_study
@@ -19,7 +21,9 @@ def test_flatten_nested_to_dotted_keys() -> None:
     assert flatten(nested) == {"a.b.0.c": 1, "a.b.1.d.0": 2, "a.b.1.d.1": 3, "e": None, "f": []}
 
 
-def test_tracked_run_baseline_subset_logs_params_and_every_epoch(mlflow_uri: str) -> None:
+def test_tracked_run_baseline_subset_logs_params_and_every_epoch(
+    mlflow_uri: str, tmp_path: Path
+) -> None:
     sets = ["data.subset=300", "training.epochs=2", "training.batch_size=64"]
     study = load_study(STUDIES / "baseline.yaml", sets).base()
     data = load_data(study.data)
@@ -45,6 +49,14 @@ def test_tracked_run_baseline_subset_logs_params_and_every_epoch(mlflow_uri: str
         assert sorted(m.step for m in history) == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(sink.run_id)}
     assert {"study.yaml", "model_summary.txt"} <= artifacts
+    assert run.data.tags["state"] == "complete"
+    # The final metrics are the last epoch's, which MLflow already shows as the latest.
+    assert run.data.metrics["val_acc"] == pytest.approx(result.final["val_acc"])
+    assert not any(k.startswith("final_") for k in run.data.metrics)
+    summary = Path(client.download_artifacts(sink.run_id, "model_summary.txt", str(tmp_path)))
+    lines = summary.read_text().splitlines()
+    assert lines[1].split() == ["block", "layer", "output", "shape", "params", "MACs"]
+    assert lines[-1].split() == ["total", "13", "layers", "10", "421,738", "4.24M"]
 
 
 def test_tracked_run_failure_ends_failed_with_reason(mlflow_uri: str) -> None:
@@ -68,3 +80,47 @@ def test_tracked_run_long_param_shortened_and_kept(mlflow_uri: str, tmp_path: Pa
     assert run.data.params["short"] == "1"
     local = client.download_artifacts(sink.run_id, "params_full.json", str(tmp_path))
     assert len(Path(local).read_text()) > 7000
+
+
+def test_sink_epoch_metrics_wait_until_close_when_epochs_are_quick(mlflow_uri: str) -> None:
+    sink = MLflowSink(mlflow_uri, experiment="quick")
+    client = MlflowClient(mlflow_uri)
+    sink.log_metrics({"val_acc": 0.5}, step=1)
+    sink.log_metrics({"val_acc": 0.6}, step=2)
+    sink.queue_tags({"state": "complete"})
+    assert client.get_metric_history(sink.run_id, "val_acc") == []
+    sink.close()
+    history = client.get_metric_history(sink.run_id, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6)]
+    assert client.get_run(sink.run_id).data.tags["state"] == "complete"
+
+
+def test_sink_epoch_metrics_sent_at_once_after_live_interval(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(interplay.tracking, "LIVE_FLUSH_SECONDS", 0.0)
+    sink = MLflowSink(mlflow_uri, experiment="slow")
+    sink.log_metrics({"val_acc": 0.5}, step=1)
+    history = MlflowClient(mlflow_uri).get_metric_history(sink.run_id, "val_acc")
+    assert [m.value for m in history] == [0.5]
+    sink.close()
+
+
+def test_sink_params_and_tags_over_one_batch_all_stored(mlflow_uri: str) -> None:
+    sink = MLflowSink(mlflow_uri, experiment="many")
+    tags = {f"t{i}": str(i) for i in range(120)}
+    sink.log_params({f"p{i}": i for i in range(150)}, tags=tags)
+    sink.close()
+    run = MlflowClient(mlflow_uri).get_run(sink.run_id)
+    assert len(run.data.params) == 150 and run.data.params["p149"] == "149"
+    assert tags.items() <= run.data.tags.items()
+
+
+def test_sink_deleted_experiment_id_restored_by_name(mlflow_uri: str) -> None:
+    client = MlflowClient(mlflow_uri)
+    old = client.create_experiment("gone")
+    client.delete_experiment(old)
+    sink = MLflowSink(mlflow_uri, experiment="gone", experiment_id=old)
+    sink.close()
+    assert client.get_run(sink.run_id).info.experiment_id == old
+    assert client.get_experiment(old).lifecycle_stage == "active"

@@ -39,8 +39,9 @@ from interplay.words import plural
 logger = logging.getLogger(__name__)
 
 
-def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str:
-    """The study's MLflow parent run: created once, reopened on resume.
+def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> tuple[str, str]:
+    """The study's MLflow parent run (its id and its experiment's): created once, reopened on
+    resume.
 
     Child runs that a killed process left RUNNING are ended as FAILED here, and so is a
     parent run created by a process killed before it could record the run's id.
@@ -55,7 +56,7 @@ def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str
             run_id = str(info["parent_run_id"])
             with_retries(lambda: client.update_run(run_id, status="RUNNING"), "reopen parent")
             end_interrupted(client, experiment, f"tags.mlflow.parentRunId = '{run_id}'")
-            return run_id
+            return run_id, experiment
         logger.warning(
             "the study was logged to %s before; a new parent run goes to %s",
             info.get("tracking_uri"),
@@ -72,6 +73,7 @@ def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str
     sink = MLflowSink(
         uri,
         study_file.name,
+        experiment_id=experiment,
         run_name=f"{study_file.name} (study)",
         tags={
             "interplay.role": "study",
@@ -92,7 +94,7 @@ def ensure_parent_run(study_file: StudyFile, paths: StudyPaths, uri: str) -> str
         sink.log_artifact(study_file.path)
     info = {"tracking_uri": uri, "experiment": study_file.name, "parent_run_id": sink.run_id}
     write_whole(paths.mlflow, json.dumps(info, indent=2))
-    return sink.run_id
+    return sink.run_id, experiment
 
 
 def end_interrupted(client: Any, experiment: str, query: str) -> int:
@@ -199,7 +201,7 @@ def run_study(
     console = console or Console(stderr=True)
     with study_lock(paths), storage_errors(paths, uri):
         study = prepare(study_file, paths, storage, new)
-        parent = ensure_parent_run(study_file, paths, uri)
+        parent, experiment = ensure_parent_run(study_file, paths, uri)
         deadline = time.time() + search.timeout if search.timeout else None
         ctx = RunContext(
             study_file=study_file,
@@ -207,6 +209,7 @@ def run_study(
             storage=storage_url(paths, storage),
             tracking_uri=uri,
             parent_run_id=parent,
+            experiment_id=experiment,
             deadline=deadline,
         )
         total = total_trials(study_file)

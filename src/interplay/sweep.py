@@ -60,6 +60,7 @@ class RunContext:
     storage: str
     tracking_uri: str
     parent_run_id: str
+    experiment_id: str
     deadline: float | None
     worker: int = 0
 
@@ -95,15 +96,14 @@ def failed_record(seed: int, run_id: str, reason: str) -> dict[str, Any]:
 
 def finished_in_mlflow(ctx: RunContext, cid: str, seed: int) -> dict[str, Any] | None:
     """A replicate that MLflow holds as finished although its Optuna record was lost."""
-    from interplay.tracking import get_client, get_experiment_id, with_retries
+    from interplay.tracking import get_client, with_retries
 
     client = get_client(ctx.tracking_uri)
-    experiment = get_experiment_id(client, ctx.study_file.name)
     query = (
         f"tags.mlflow.parentRunId = '{ctx.parent_run_id}' and tags.config_id = '{cid}' "
         f"and tags.seed = '{seed}' and attributes.status = 'FINISHED'"
     )
-    runs = with_retries(lambda: client.search_runs([experiment], query), "search runs")
+    runs = with_retries(lambda: client.search_runs([ctx.experiment_id], query), "search runs")
     for run in runs:
         state = run.data.tags.get("state")
         if state not in KEPT_STATES:
@@ -266,6 +266,7 @@ class Worker:
             run_name=name,
             tags=tags,
             parent_run_id=self.ctx.parent_run_id,
+            experiment_id=self.ctx.experiment_id,
         )
 
     def record_failure(

@@ -1,8 +1,11 @@
 """Tracking sinks: where a run's params, metrics and artifacts go.
 
 `MLflowSink` is the one real implementation; the trainer and the study runner only see the
-small `MetricSink` interface. Metrics are buffered and written in batches, so that logging
-costs nothing measurable next to training.
+small `MetricSink` interface. Each call into MLflow's sqlite store costs 4-10 ms here (its
+ORM's queries and a transaction, not the disk), so the sink sends what it can together:
+params with the environment tags, the artifacts in one copy, epoch metrics at most every
+LIVE_FLUSH_SECONDS, the last metrics with the state tags at the close. A run killed outright
+(not interrupted) can lose the metrics of its last few seconds; it is redone on resume.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
     from mlflow.tracking import MlflowClient
 
 logger = logging.getLogger(__name__)
@@ -35,6 +40,12 @@ MAX_PARAM_LENGTH = 6000
 MAX_KEY_LENGTH = 250
 NOT_KEY_CHARS = re.compile(r"[^\w.\- :]")
 MAX_TAG_LENGTH = 8000
+# MLflow's limits on one log_batch call.
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+# Epoch metrics reach the store at most this long after they were logged, so the dashboard
+# follows a long run live while a run of short epochs writes them all in one transaction.
+LIVE_FLUSH_SECONDS = 5.0
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 T = TypeVar("T")
 
@@ -68,7 +79,10 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@cache
 def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit checked out where the process runs, read once: a study keeps the study
+    files it started with, whatever is committed while it runs."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -145,6 +159,8 @@ def create_store_whole(uri: str) -> None:
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of the experiment `name`, created (or restored, if deleted) when needed."""
+
     def find_or_create() -> str:
         found = client.get_experiment_by_name(name)
         if found is not None:
@@ -173,6 +189,8 @@ class MLflowSink:
         tags: extra tags; MLflow nests the run when `parent_run_id` is given.
         parent_run_id: the study's parent run.
         run_id: resume an existing run instead of creating one.
+        experiment_id: the experiment's id where the caller knows it (a study's runs), to
+            save looking it up by name for every run.
     """
 
     def __init__(
@@ -183,35 +201,55 @@ class MLflowSink:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        experiment_id: str | None = None,
     ) -> None:
+        self._metrics: list[Any] = []
+        self._tags: dict[str, str] = {}
+        self._flushed_at = time.monotonic()
+        self._artifact_uri: str | None = None
+        self._artifact_repo: ArtifactRepository | None = None
+        self.closed = False
+        self.uri = uri
         self.client = get_client(uri)
-        self.experiment_id = get_experiment_id(self.client, experiment)
+        self.experiment_id = experiment_id or get_experiment_id(self.client, experiment)
         all_tags = dict(tags or {})
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id
         if run_id is None:
-            run = with_retries(
-                lambda: self.client.create_run(
-                    self.experiment_id, run_name=run_name, tags=all_tags
-                ),
-                "create run",
-            )
+
+            def create() -> Any:
+                return with_retries(
+                    lambda: self.client.create_run(
+                        self.experiment_id, run_name=run_name, tags=all_tags
+                    ),
+                    "create run",
+                )
+
+            try:
+                run = create()
+            except Exception:
+                if experiment_id is None:
+                    raise
+                # Deleted since the caller looked it up (in the MLflow UI): find or restore it.
+                self.experiment_id = get_experiment_id(self.client, experiment)
+                run = create()
             self.run_id: str = run.info.run_id
+            self._artifact_uri = run.info.artifact_uri
         else:
             self.run_id = run_id
             if all_tags:
                 self.set_tags(all_tags)
-        self._pending: list[Any] = []
-        self.closed = False
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
+        """Write tags now (queue_tags sends them with the next batch instead)."""
+        self.queue_tags(tags)
+        self.flush()
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        with_retries(lambda: self.client.log_batch(self.run_id, tags=items), "set tags")
+    def queue_tags(self, tags: Mapping[str, str]) -> None:
+        self._tags.update({k: str(v) for k, v in tags.items()})
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params flattened to dotted keys; what MLflow cannot store as is gets adapted.
+    def log_params(self, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
+        """Log params flattened to dotted keys, and `tags` in the same transaction.
 
         A key MLflow refuses (characters outside letters, digits, `_ - . : space`, or over
         250 characters) is renamed, with the original names in the artifact
@@ -235,9 +273,15 @@ class MLflowSink:
                 too_long[key] = text
                 text = text[: MAX_PARAM_LENGTH - 15] + "...(shortened)"
             items.append(Param(key, text))
-        for start in range(0, len(items), 100):
-            chunk = items[start : start + 100]
-            self._send(params=chunk)
+        self.queue_tags(tags or {})
+        # Params and tags share MLflow's limit of 100 per batch.
+        both = [("tags", t) for t in self._take_tags()] + [("params", p) for p in items]
+        for start in range(0, len(both), MAX_PARAMS_TAGS_PER_BATCH):
+            part = both[start : start + MAX_PARAMS_TAGS_PER_BATCH]
+            self._send(
+                params=[e for kind, e in part if kind == "params"],
+                tags=[e for kind, e in part if kind == "tags"],
+            )
         if too_long:
             warn_once(
                 f"params {shown(too_long)} are longer than MLflow stores ({MAX_PARAM_LENGTH} "
@@ -252,48 +296,79 @@ class MLflowSink:
             self.log_text(json.dumps(renamed, indent=2, ensure_ascii=False), "param_keys.json")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Queue one step's metrics and send the queue as one batch."""
+        """Queue one step's metrics; send the queue once LIVE_FLUSH_SECONDS have passed."""
         self.queue_metrics(metrics, step)
-        self.flush()
+        if time.monotonic() - self._flushed_at >= LIVE_FLUSH_SECONDS:
+            self.flush()
 
     def queue_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), 1000):
-            chunk = pending[start : start + 1000]
-            self._send(metrics=chunk)
+        """Send the queued metrics and tags, together where MLflow's batch limits allow."""
+        metrics, self._metrics = self._metrics, []
+        tags = self._take_tags()
+        self._flushed_at = time.monotonic()
+        while metrics or tags:
+            tag_part, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
+            room = MAX_ENTITIES_PER_BATCH - len(tag_part)
+            metric_part, metrics = metrics[:room], metrics[room:]
+            self._send(metrics=metric_part, tags=tag_part)
+
+    def _take_tags(self) -> list[Any]:
+        from mlflow.entities import RunTag
+
+        tags, self._tags = self._tags, {}
+        return [RunTag(k, v) for k, v in tags.items()]
 
     def _send(self, **batch: Any) -> None:
         with_retries(lambda: self.client.log_batch(self.run_id, **batch), "log batch")
 
     def log_text(self, text: str, name: str) -> None:
+        self.log_texts({name: text})
+
+    def log_texts(self, texts: Mapping[str, str]) -> None:
+        """Text files as artifacts of the run, copied into the artifact store in one go."""
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            path.write_text(text, encoding="utf-8")
-            self.log_artifact(path)
+            for name, text in texts.items():
+                (Path(tmp) / name).write_text(text, encoding="utf-8")
+            with_retries(lambda: self._artifacts().log_artifacts(tmp), f"artifacts {shown(texts)}")
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         with_retries(
-            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path=folder),
-            f"artifact {path.name}",
+            lambda: self._artifacts().log_artifact(str(path), folder), f"artifact {path.name}"
         )
+
+    def _artifacts(self) -> ArtifactRepository:
+        """The run's artifact store, from the location create_run returned.
+
+        MLflow's client reads the run back from the database to find it on each run's first
+        artifact (6 ms here); a resumed run, whose location is not known yet, does the same.
+        """
+        if self._artifact_repo is None:
+            from mlflow.store.artifact.artifact_repository_registry import (
+                get_artifact_repository,
+            )
+
+            location = self._artifact_uri or self.client.get_run(self.run_id).info.artifact_uri
+            self._artifact_repo = get_artifact_repository(location, tracking_uri=self.uri)
+        return self._artifact_repo
 
     def log_artifacts(self, paths: Iterable[Path], folder: str | None = None) -> None:
         for path in paths:
             self.log_artifact(path, folder)
 
     def close(self, status: RunStatus = "FINISHED", reason: str = "") -> None:
+        """Send what is queued (with the reason as tags, if any) and end the run."""
         if self.closed:
             return
-        self.flush()
         if reason:
             note = reason[:MAX_TAG_LENGTH]
-            self.set_tags({"interplay.reason": reason[:5000], "mlflow.note.content": note})
+            self.queue_tags({"interplay.reason": reason[:5000], "mlflow.note.content": note})
+        self.flush()
         with_retries(lambda: self.client.set_terminated(self.run_id, status=status), "end run")
         self.closed = True
 

@@ -10,7 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from interplay.models.shapes import infer_model, plan_model
-from interplay.models.summary import LayerRow, ModelSummary, render_summary
+from interplay.models.summary import (
+    LayerRow,
+    ModelSummary,
+    render_summary,
+    summary_plain_text,
+)
 
 if TYPE_CHECKING:
     from interplay.models.builder import BlockNet, build_model, summary_of
@@ -65,5 +70,6 @@ __all__ = [
     "make_layer",
     "plan_model",
     "render_summary",
+    "summary_plain_text",
     "summary_of",
 ]

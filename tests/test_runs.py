@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,20 @@ def test_sink_deleted_experiment_id_restored_by_name(mlflow_uri: str) -> None:
     sink.close()
     assert client.get_run(sink.run_id).info.experiment_id == old
     assert client.get_experiment(old).lifecycle_stage == "active"
+
+
+@pytest.mark.parametrize("first", ["mlflow", "interplay"])
+def test_mlflow_telemetry_off_with_interplay(first: str) -> None:
+    # MLflow turns its telemetry off by itself under pytest and CI, so the check runs in a
+    # process with a bare environment; importing mlflow alone shows that it would be on
+    # there (it only builds its client on import; nothing is sent without a record).
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    code = (
+        f"import {first}\n"
+        "from mlflow.telemetry import get_telemetry_client\n"
+        "print(get_telemetry_client() is None)\n"
+    )
+    alone = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert alone.stdout.strip() == ("False" if first == "mlflow" else "True")

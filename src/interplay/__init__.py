@@ -12,9 +12,14 @@ From Python (a notebook, say)::
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# interplay talks to no host but the stores the user names: MLflow's usage telemetry (on by
+# default since MLflow 3) stays off unless the user sets MLFLOW_DISABLE_TELEMETRY=false.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 # Imported on first use, so that `interplay --help` does not pay for torch.
 _LAZY = {

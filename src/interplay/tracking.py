@@ -115,8 +115,14 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 12) -> T:
 
 
 def get_client(uri: str) -> MlflowClient:
+    from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY
+    from mlflow.telemetry import get_telemetry_client, set_telemetry_client
     from mlflow.tracking import MlflowClient
 
+    if MLFLOW_DISABLE_TELEMETRY.get() and get_telemetry_client() is not None:
+        # MLflow was imported before interplay set MLFLOW_DISABLE_TELEMETRY (in a notebook,
+        # say); this reads the setting again and stops the client if it says so.
+        set_telemetry_client()
     create_store_whole(uri)
     # MLflow logs a store error with its traceback before raising it; interplay reports the
     # error itself, in one line that says what to do (see storage_problem).

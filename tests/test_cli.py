@@ -93,6 +93,15 @@ def test_cli_missing_dataset_exit_2(write_study, tmp_path: Path, monkeypatch) ->
     assert_user_error(interplay("train", str(write_study(raw))), "data.root")
 
 
+def test_cli_train_diverging_exit_2_recorded(write_study, tmp_path: Path) -> None:
+    raw = small_cnn()
+    raw["data"]["subset"] = 20
+    raw["training"]["optimizer"] = {"name": "sgd", "lr": 1e6}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = interplay("train", str(write_study(raw)), "--tracking-uri", uri, cwd=tmp_path)
+    assert_user_error(done, "not finite", "lower optimizer.lr", "recorded in")
+
+
 def test_cli_alpha_out_of_range_exit_2() -> None:
     done = interplay("analyze", str(STUDIES / "baseline.yaml"), "--alpha", "2")
     assert_user_error(done, "--alpha 2.0", "between 0 and 0.5")

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from interplay.results import load_optuna_study, results_table
 from interplay.runner import run_study
 from interplay.study import INTERRUPTED, JournalLock, StudyPaths, open_storage
-from interplay.tracking import get_client, with_retries
+from interplay.tracking import MLflowSink, get_client, with_retries
 
 from .test_reliability import WriteStudy, empty_store
 from .test_study import children, grid_study, parents
@@ -396,6 +396,29 @@ def _small_grid(name: str) -> dict[str, Any]:
     return raw
 
 
+def test_train_full_disk_message_exit_2(
+    write_study: WriteStudy, tmp_path: Path, store_uri: str
+) -> None:
+    db = Path(store_uri.removeprefix("sqlite:///"))
+    MLflowSink(store_uri, "warm").close()
+    raw = _small_grid("one")
+    raw["training"]["epochs"] = 30  # 240 metric rows: more than the room left
+    path = write_study(raw, "one.yaml")
+    args = ["train", str(path), "--tracking-uri", store_uri]
+    done = interplay(
+        *args,
+        cwd=tmp_path,
+        limit_bytes=db.stat().st_size + 16 * 1024,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output = done.communicate(timeout=300)[0]
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    text = " ".join(output.split())
+    assert "cannot write" in text and "record in" in text and "is incomplete" in text
+
+
 def test_full_disk_stops_with_message_results_intact(
     write_study: WriteStudy, tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,7 +442,7 @@ def test_full_disk_stops_with_message_results_intact(
     assert full.returncode == 2, output
     assert "Traceback" not in output
     text = " ".join(output.split())
-    assert "cannot write" in text and "Free space" in text and "resume" in text
+    assert "cannot write" in text and "Free space" in text and "to resume" in text
     finished_then = {
         r.info.run_id for r in children(store_uri, "second") if r.info.status == "FINISHED"
     }

@@ -14,7 +14,7 @@ import interplay.tracking
 from interplay.data import load_data
 from interplay.runs import study_params, tracked_run
 from interplay.studyfile import load_study
-from interplay.tracking import MLflowSink, flatten
+from interplay.tracking import MLflowSink, flatten, storage_problem
 
 from .conftest import STUDIES
 
@@ -127,6 +127,16 @@ def test_sink_deleted_experiment_id_restored_by_name(mlflow_uri: str) -> None:
     sink.close()
     assert client.get_run(sink.run_id).info.experiment_id == old
     assert client.get_experiment(old).lifecycle_stage == "active"
+
+
+def test_sink_deleted_experiment_close_is_a_store_problem(mlflow_uri: str) -> None:
+    sink = MLflowSink(mlflow_uri, experiment="deleted-meanwhile")
+    sink.log_metrics({"val_acc": 0.5}, step=1)
+    MlflowClient(mlflow_uri).delete_experiment(sink.experiment_id)
+    with pytest.raises(Exception) as caught:
+        sink.close()
+    problem = storage_problem(caught.value)
+    assert problem is not None and "deleted meanwhile" in problem
 
 
 @pytest.mark.parametrize("first", ["mlflow", "interplay"])

@@ -308,8 +308,9 @@ def storage_errors(paths: StudyPaths, uri: str) -> Iterator[None]:
             raise
         raise UserError(
             f"{problem}. The study stopped; every run it finished is kept in {paths.root} and "
-            f"{uri}. Free space (or make the folder writable), then run the same command to "
-            "resume where it stopped, or start elsewhere with --out and --tracking-uri"
+            f"{uri}. Free space or make the folder writable where that is the cause (a deleted "
+            "experiment is restored), then run the same command to resume where it stopped, "
+            "or start elsewhere with --out and --tracking-uri"
         ) from err
 
 

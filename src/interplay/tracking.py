@@ -429,6 +429,9 @@ STORE_TEXTS = {
     "disk i/o error": "the disk refused a write (full, at a file size limit, or failing)",
     "readonly database": "its file is read-only",
     "unable to open database file": "its file or folder cannot be opened for writing",
+    # MLflow's words for a write to a run deleted meanwhile, or to one in a deleted experiment.
+    "current state is deleted": "a run or experiment it was writing to was deleted meanwhile "
+    "(in the MLflow UI, say)",
 }
 
 

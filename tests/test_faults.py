@@ -396,6 +396,21 @@ def _small_grid(name: str) -> dict[str, Any]:
     return raw
 
 
+def stopped_for_room(args: list[str], cwd: Path, db: Path, room: int) -> str:
+    """The output of a CLI command given `room` more bytes than `db` holds: one message, exit 2."""
+    done = interplay(
+        *args,
+        cwd=cwd,
+        limit_bytes=db.stat().st_size + room,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output = done.communicate(timeout=300)[0]
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    return " ".join(output.split())
+
+
 def test_train_full_disk_message_exit_2(
     write_study: WriteStudy, tmp_path: Path, store_uri: str
 ) -> None:
@@ -404,18 +419,9 @@ def test_train_full_disk_message_exit_2(
     raw = _small_grid("one")
     raw["training"]["epochs"] = 30  # 240 metric rows: more than the room left
     path = write_study(raw, "one.yaml")
-    args = ["train", str(path), "--tracking-uri", store_uri]
-    done = interplay(
-        *args,
-        cwd=tmp_path,
-        limit_bytes=db.stat().st_size + 16 * 1024,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    text = stopped_for_room(
+        ["train", str(path), "--tracking-uri", store_uri], tmp_path, db, room=16 * 1024
     )
-    output = done.communicate(timeout=300)[0]
-    assert done.returncode == 2, output
-    assert "Traceback" not in output
-    text = " ".join(output.split())
     assert "cannot write" in text and "record in" in text and "is incomplete" in text
 
 
@@ -431,17 +437,7 @@ def test_full_disk_stops_with_message_results_intact(
     db = Path(store_uri.removeprefix("sqlite:///"))
     path = write_study(_small_grid("second"), "second.yaml")
     args = ["run", str(path), "--out", str(second), "--tracking-uri", store_uri]
-    full = interplay(
-        *args,
-        cwd=tmp_path,
-        limit_bytes=db.stat().st_size + 96 * 1024,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    output = full.communicate(timeout=300)[0]
-    assert full.returncode == 2, output
-    assert "Traceback" not in output
-    text = " ".join(output.split())
+    text = stopped_for_room(args, tmp_path, db, room=96 * 1024)
     assert "cannot write" in text and "Free space" in text and "to resume" in text
     finished_then = {
         r.info.run_id for r in children(store_uri, "second") if r.info.status == "FINISHED"

@@ -107,7 +107,7 @@ def tracked_run(
         if checkpoint is not None and result.state == "complete":
             save_checkpoint(trainer.model, checkpoint)
         # The last epoch's metrics are already the run's latest values, which MLflow's tables
-        # show; only the test set adds numbers. Sent with the close, in one transaction.
+        # show; only the test set adds numbers. Sent with the close, in one MLflow call.
         if result.test_acc is not None:
             test = {"test_acc": result.test_acc, "test_loss": result.test_loss or 0.0}
             sink.queue_metrics(test, step=result.epochs_done)

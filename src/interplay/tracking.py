@@ -44,7 +44,7 @@ MAX_TAG_LENGTH = 8000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
 # Epoch metrics reach the store at most this long after they were logged, so the dashboard
-# follows a long run live while a run of short epochs writes them all in one transaction.
+# follows a long run live while a run of short epochs writes them all in one call.
 LIVE_FLUSH_SECONDS = 5.0
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 T = TypeVar("T")
@@ -255,7 +255,7 @@ class MLflowSink:
         self._tags.update({k: str(v) for k, v in tags.items()})
 
     def log_params(self, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
-        """Log params flattened to dotted keys, and `tags` in the same transaction.
+        """Log params flattened to dotted keys, and `tags` in the same MLflow call.
 
         A key MLflow refuses (characters outside letters, digits, `_ - . : space`, or over
         250 characters) is renamed, with the original names in the artifact

@@ -79,6 +79,8 @@ def engine_choices(params: dict[str, str]) -> str:
         words.append("tuned malloc")
     if params.get("engine.pool_before_relu", "0") != "0":
         words.append("pool before ReLU")
+    if params.get("engine.flush_denormals") == "true":
+        words.append("denormals flushed")
     return ", ".join(words)
 
 

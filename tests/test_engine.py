@@ -18,6 +18,8 @@ from torch import nn
 from interplay.data import DataSplits, load_data
 from interplay.devices import (
     cpu_has_native_bf16,
+    denormals_flushed,
+    flush_denormals,
     malloc_tunable,
     native_bf16,
     pick_device,
@@ -93,6 +95,7 @@ def test_pick_engine_auto_on_this_cpu(name: str) -> None:
     assert engine.fused_optimizer
     assert engine.threads == torch.get_num_threads()
     assert engine.tuned_malloc is malloc_tunable()
+    assert engine.flush_denormals
     assert engine.autocast_dtype == (torch.bfloat16 if engine.precision == "bf16" else None)
 
 
@@ -128,6 +131,7 @@ def test_pick_engine_mps_stays_fp32_contiguous() -> None:
     )
     assert engine.threads is None
     assert not engine.tuned_malloc
+    assert not engine.flush_denormals
 
 
 def test_malloc_tunable_on_linux_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,6 +154,7 @@ def test_engine_params_name_every_choice() -> None:
         "engine.pool_before_relu": "0",
         "engine.threads": str(torch.get_num_threads()),
         "engine.tuned_malloc": str(malloc_tunable()).lower(),
+        "engine.flush_denormals": "true",
     }
 
 
@@ -300,6 +305,56 @@ def test_tuned_malloc_removes_page_faults_per_step() -> None:
     # (23 per step tuned was seen in a busy CI run), hence the loose bounds.
     assert plain_faults > 50, plain_faults
     assert tuned_faults * 3 < plain_faults, (tuned_faults, plain_faults)
+
+
+def flushed_share() -> float:
+    """Share of a parallel op's results that came out zero from subnormal inputs."""
+    # Made from raw bits (a subnormal fp32 number; the op is big enough to be split among all
+    # threads) and read as bits: with flushing on in this thread, converting a Python float
+    # or comparing floats would flush here and hide what the worker threads did.
+    x = torch.full((1 << 22,), 0x000116C2, dtype=torch.int32).view(torch.float32)
+    return float(((x * 1.0).view(torch.int32) == 0).float().mean())
+
+
+needs_two_threads = pytest.mark.skipif(
+    (os.cpu_count() or 1) < 2 or platform.machine().lower() not in ("x86_64", "amd64"),
+    reason="needs an x86 CPU (flush-to-zero via MXCSR) and two cores for a worker thread",
+)
+
+
+@needs_two_threads
+def test_flush_denormals_reaches_started_worker_threads() -> None:
+    torch.set_num_threads(2)  # the fixture puts the count back afterwards
+    assert flushed_share() == 0.0  # the OpenMP workers are running now, without the setting
+
+    flushed, undo = flush_denormals()
+    try:
+        assert flushed and denormals_flushed()
+        # All of it: without restarting the workers their part stayed subnormal (half here).
+        assert flushed_share() == 1.0
+    finally:
+        undo()
+
+    assert not denormals_flushed()
+    assert flushed_share() == 0.0
+
+
+@needs_two_threads
+def test_trainer_flushes_denormals_while_it_trains(data: DataSplits) -> None:
+    torch.set_num_threads(2)
+    seen: list[float] = []
+
+    def during(epoch: int, metrics: dict[str, float]) -> bool:
+        seen.append(flushed_share())
+        return False
+
+    study = from_dict(small_cnn(epochs=2)).base()
+    result = Trainer(study, data, on_epoch=during).run()
+
+    assert result.state == "complete"
+    assert result.engine["engine.flush_denormals"] == "true"
+    assert seen == [1.0, 1.0]
+    assert flushed_share() == 0.0 and not denormals_flushed()
 
 
 def test_trainer_returns_the_model_as_written(data: DataSplits) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from interplay.config import Study, TrainingConfig
-from interplay.devices import Engine, pick_device, pick_engine, tune_malloc
+from interplay.devices import Engine, flush_denormals, pick_device, pick_engine, tune_malloc
 from interplay.rewrites import Undo, keep_grads_channels_last, pool_before_relu
 
 if TYPE_CHECKING:
@@ -280,6 +280,10 @@ class Trainer:
         }
 
     def run(self) -> RunResult:
+        if self.engine.flush_denormals:
+            flushed, undo_flush = flush_denormals()
+            self.engine = dataclasses.replace(self.engine, flush_denormals=flushed)
+            self.undo.append(undo_flush)
         result = RunResult(state="complete", engine=self.engine.as_params())
         result.model = self.model
         best_loss, best_state, since_best = math.inf, None, 0

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -107,6 +108,54 @@ def test_sink_epoch_metrics_sent_at_once_after_live_interval(
     history = MlflowClient(mlflow_uri).get_metric_history(sink.run_id, "val_acc")
     assert [m.value for m in history] == [0.5]
     sink.close()
+
+
+def test_sink_queued_params_go_with_the_metrics_in_one_call(mlflow_uri: str) -> None:
+    sink = MLflowSink(mlflow_uri, experiment="one-call")
+    client = MlflowClient(mlflow_uri)
+    sent: list[int] = []
+    real = sink.client.log_batch
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sent.append(len(kwargs.get("params") or []))
+        return real(*args, **kwargs)
+
+    sink.client.log_batch = counted  # type: ignore[method-assign]
+    sink.queue_params({"optimizer": {"lr": 0.01}, "seed": 3}, {"device": "cpu"})
+    sink.log_metrics({"val_acc": 0.5}, step=1)
+    sink.tick()
+    assert client.get_run(sink.run_id).data.params == {}  # a quick run: all waits for the close
+    sink.close()
+
+    run = client.get_run(sink.run_id)
+    assert sent == [2]
+    assert run.data.params == {"optimizer.lr": "0.01", "seed": "3"}
+    assert run.data.tags["device"] == "cpu" and run.data.metrics["val_acc"] == 0.5
+
+
+def test_tracked_run_params_stored_during_first_epoch_of_a_long_run(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run whose epochs outlast LIVE_FLUSH_SECONDS (0 here) shows its params while it trains.
+    monkeypatch.setattr(interplay.tracking, "LIVE_FLUSH_SECONDS", 0.0)
+    sets = ["data.subset=100", "training.epochs=1", "training.batch_size=16"]
+    study = load_study(STUDIES / "baseline.yaml", sets).base()
+    sink = MLflowSink(mlflow_uri, experiment=study.name)
+    client = MlflowClient(mlflow_uri)
+    stored_at_ticks: list[int] = []
+    real_tick = sink.tick
+
+    def tick() -> None:
+        real_tick()
+        stored_at_ticks.append(len(client.get_run(sink.run_id).data.params))
+
+    sink.tick = tick  # type: ignore[method-assign]
+    result = tracked_run(study, load_data(study.data), sink)
+
+    assert result.state == "complete"
+    # 900 training images in batches of 16: 57 steps, a tick every 16 steps and at the last.
+    assert len(stored_at_ticks) == 4 + 1  # and one from the epoch's metrics
+    assert stored_at_ticks[0] >= len(study_params(study))
 
 
 def test_sink_params_and_tags_over_one_batch_all_stored(mlflow_uri: str) -> None:

@@ -95,7 +95,8 @@ def tracked_run(
             epoch_log_level=epoch_log_level,
         )
         params = {**study_params(study), **trainer.engine.as_params(), **dict(extra_params or {})}
-        sink.log_params(params, tags=environment_tags(data.name, trainer.engine.device.type))
+        # Sent with the first metrics (or within seconds, see MLflowSink.tick).
+        sink.queue_params(params, environment_tags(data.name, trainer.engine.device.type))
         texts = {"study.yaml": yaml_text(study.model_dump(mode="json"))}
         model_summary = getattr(trainer.model, "summary", None)
         if model_summary is not None:

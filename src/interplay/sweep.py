@@ -273,9 +273,9 @@ class Worker:
         self, trial: optuna.Trial, cid: str, params: dict[str, Any], seed: int, r: int, reason: str
     ) -> dict[str, Any]:
         sink = self.sink(trial, cid, params, seed)
-        sink.log_params({**{f"param.{k}": v for k, v in params.items()}, "seed": seed})
-        sink.set_tags({"state": "failed"})
-        sink.close("FAILED", reason)
+        sink.queue_params({**{f"param.{k}": v for k, v in params.items()}, "seed": seed})
+        sink.queue_tags({"state": "failed"})
+        sink.close("FAILED", reason)  # sends both with the reason
         record = failed_record(seed, sink.run_id, reason)
         trial.set_user_attr(f"rep{r}", record)
         return record

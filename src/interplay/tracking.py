@@ -57,6 +57,8 @@ class MetricSink(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
+    def tick(self) -> None: ...
+
     def close(self, status: RunStatus = "FINISHED", reason: str = "") -> None: ...
 
 
@@ -210,6 +212,7 @@ class MLflowSink:
         experiment_id: str | None = None,
     ) -> None:
         self._metrics: list[Any] = []
+        self._params: list[Any] = []
         self._tags: dict[str, str] = {}
         self._flushed_at = time.monotonic()
         self._artifact_uri: str | None = None
@@ -255,12 +258,21 @@ class MLflowSink:
         self._tags.update({k: str(v) for k, v in tags.items()})
 
     def log_params(self, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
-        """Log params flattened to dotted keys, and `tags` in the same MLflow call.
+        """Log params (and `tags`) now, in one MLflow call; see queue_params."""
+        self.queue_params(params, tags)
+        self.flush()
 
-        A key MLflow refuses (characters outside letters, digits, `_ - . : space`, or over
-        250 characters) is renamed, with the original names in the artifact
-        param_keys.json; a value over 6000 characters is shortened, with the full value in
-        params_full.json. Either way the run goes on, with a warning.
+    def queue_params(
+        self, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Params flattened to dotted keys, and `tags`, to go with the next batch.
+
+        A training run's params go with its first metrics (see tick), so a run of a few
+        seconds costs one MLflow call instead of two. A key MLflow refuses (characters outside
+        letters, digits, `_ - . : space`, or over 250 characters) is renamed, with the
+        original names in the artifact param_keys.json; a value over 6000 characters is
+        shortened, with the full value in params_full.json. Either way the run goes on, with
+        a warning.
         """
         from mlflow.entities import Param
 
@@ -280,14 +292,7 @@ class MLflowSink:
                 text = text[: MAX_PARAM_LENGTH - 15] + "...(shortened)"
             items.append(Param(key, text))
         self.queue_tags(tags or {})
-        # Params and tags share MLflow's limit of 100 per batch.
-        both = [("tags", t) for t in self._take_tags()] + [("params", p) for p in items]
-        for start in range(0, len(both), MAX_PARAMS_TAGS_PER_BATCH):
-            part = both[start : start + MAX_PARAMS_TAGS_PER_BATCH]
-            self._send(
-                params=[e for kind, e in part if kind == "params"],
-                tags=[e for kind, e in part if kind == "tags"],
-            )
+        self._params.extend(items)
         if too_long:
             warn_once(
                 f"params {shown(too_long)} are longer than MLflow stores ({MAX_PARAM_LENGTH} "
@@ -304,7 +309,16 @@ class MLflowSink:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue one step's metrics; send the queue once LIVE_FLUSH_SECONDS have passed."""
         self.queue_metrics(metrics, step)
-        if time.monotonic() - self._flushed_at >= LIVE_FLUSH_SECONDS:
+        self.tick()
+
+    def tick(self) -> None:
+        """Send what is queued if LIVE_FLUSH_SECONDS have passed since the last send.
+
+        The trainer calls this every few steps, so a long run's params reach the dashboard
+        within seconds of its start, not at the end of its first epoch.
+        """
+        queued = self._metrics or self._params or self._tags
+        if queued and time.monotonic() - self._flushed_at >= LIVE_FLUSH_SECONDS:
             self.flush()
 
     def queue_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -314,15 +328,21 @@ class MLflowSink:
         self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
 
     def flush(self) -> None:
-        """Send the queued metrics and tags, together where MLflow's batch limits allow."""
+        """Send the queued params, tags and metrics, together where MLflow's limits allow."""
         metrics, self._metrics = self._metrics, []
-        tags = self._take_tags()
+        params, self._params = self._params, []
+        # Params and tags share MLflow's limit of 100 per batch.
+        both = [("tags", t) for t in self._take_tags()] + [("params", p) for p in params]
         self._flushed_at = time.monotonic()
-        while metrics or tags:
-            tag_part, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
-            room = MAX_ENTITIES_PER_BATCH - len(tag_part)
+        while metrics or both:
+            part, both = both[:MAX_PARAMS_TAGS_PER_BATCH], both[MAX_PARAMS_TAGS_PER_BATCH:]
+            room = MAX_ENTITIES_PER_BATCH - len(part)
             metric_part, metrics = metrics[:room], metrics[room:]
-            self._send(metrics=metric_part, tags=tag_part)
+            self._send(
+                metrics=metric_part,
+                params=[e for kind, e in part if kind == "params"],
+                tags=[e for kind, e in part if kind == "tags"],
+            )
 
     def _take_tags(self) -> list[Any]:
         from mlflow.entities import RunTag

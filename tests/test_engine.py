@@ -67,6 +67,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def no_env_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INTERPLAY_PRECISION", raising=False)
+    monkeypatch.delenv("INTERPLAY_DENORMALS", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,13 @@ def test_pick_engine_mps_stays_fp32_contiguous() -> None:
     assert not engine.flush_denormals
 
 
+@pytest.mark.usefixtures("no_env_precision")
+def test_pick_engine_keeps_denormals_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pick_engine(conv_net(), CPU, "fp32").flush_denormals
+    monkeypatch.setenv("INTERPLAY_DENORMALS", "keep")
+    assert not pick_engine(conv_net(), CPU, "fp32").flush_denormals
+
+
 def test_malloc_tunable_on_linux_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INTERPLAY_MALLOC", raising=False)
     expected = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
@@ -143,6 +151,7 @@ def test_malloc_tunable_on_linux_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not malloc_tunable()
 
 
+@pytest.mark.usefixtures("no_env_precision")
 def test_engine_params_name_every_choice() -> None:
     params = pick_engine(conv_net(), CPU, "fp32").as_params()
 

@@ -226,7 +226,8 @@ def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto")
     bf16 autocast where the hardware runs it natively, channels-last for conv nets (on CPU
     and CUDA, where the convolution kernels are faster in that layout; on the CPU only
     without group, layer or instance norm), fp32 otherwise.
-    `INTERPLAY_PRECISION` overrides `auto`, for benchmarks and tests.
+    `INTERPLAY_PRECISION` overrides `auto`, for benchmarks and tests;
+    `INTERPLAY_DENORMALS=keep` leaves subnormal numbers as they are.
 
     Args:
         model: the model to train (its layers decide the memory format).
@@ -254,5 +255,6 @@ def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto")
         fused_optimizer=device.type in FUSED_OPTIMIZER_DEVICES,
         threads=torch.get_num_threads() if device.type == "cpu" else None,
         tuned_malloc=device.type == "cpu" and malloc_tunable(),
-        flush_denormals=device.type == "cpu",
+        flush_denormals=device.type == "cpu"
+        and os.environ.get("INTERPLAY_DENORMALS", "flush") != "keep",
     )

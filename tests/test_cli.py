@@ -71,6 +71,16 @@ def test_cli_bad_set_exit_2(write_study) -> None:
     assert_user_error(interplay("summary", path, "--set", "training.lr"), "dotted.key=value")
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("INTERPLAY_PRECISION", "fp16"), ("INTERPLAY_DENORMALS", "off"), ("INTERPLAY_MALLOC", "x")],
+)
+def test_cli_bad_engine_env_exit_2(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    done = interplay("summary", str(STUDIES / "baseline.yaml"))
+    assert_user_error(done, f"{name}='{value}'", "unset it")
+
+
 def test_cli_unknown_flag_exit_2() -> None:
     done = interplay("summary", str(STUDIES / "baseline.yaml"), "--sett", "x=1")
     assert done.returncode == 2

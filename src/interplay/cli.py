@@ -77,6 +77,10 @@ def configure(
     for noisy in ("alembic", "mlflow", "optuna"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
     ctx.obj = {"quiet": quiet}
+    from interplay.errors import ENGINE_ENV, engine_env
+
+    for name in ENGINE_ENV:
+        engine_env(name)  # a bad value stops here, before any training
 
 
 def _quiet(ctx: typer.Context, here: bool = False) -> bool:

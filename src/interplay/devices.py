@@ -13,7 +13,6 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import os
 import platform
 import re
 import sys
@@ -129,7 +128,9 @@ def native_bf16(device: torch.device) -> bool:
 
 def malloc_tunable() -> bool:
     """Whether `tune_malloc` can work here: glibc on Linux, unless INTERPLAY_MALLOC=default."""
-    if os.environ.get("INTERPLAY_MALLOC", "tuned") == "default":
+    from interplay.errors import engine_env
+
+    if engine_env("INTERPLAY_MALLOC") == "default":
         return False
     return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 
@@ -161,6 +162,15 @@ def denormals_flushed() -> bool:
     """Whether this thread's float unit turns subnormal numbers to zero right now."""
     # numpy's scalar arithmetic runs on the same float unit, without a torch op to count.
     return bool(np.float32(SUBNORMAL) * np.float32(1.0) == 0.0)
+
+
+@functools.cache
+def denormals_can_flush() -> bool:
+    """Whether torch can make this CPU flush subnormal numbers (x86 with DAZ, say)."""
+    before = denormals_flushed()
+    able = torch.set_flush_denormal(True)
+    torch.set_flush_denormal(before)  # only asked: the calling thread keeps what it had
+    return bool(able)
 
 
 def _openmp_runtimes() -> list[str]:
@@ -237,8 +247,10 @@ def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto")
     Returns:
         The Engine, whose `as_params()` every run logs.
     """
+    from interplay.errors import engine_env
+
     if precision == "auto":
-        precision = os.environ.get("INTERPLAY_PRECISION", "auto")
+        precision = engine_env("INTERPLAY_PRECISION")
     if precision == "auto":
         precision = "bf16" if native_bf16(device) else "fp32"
     if precision not in PRECISIONS:
@@ -256,5 +268,6 @@ def pick_engine(model: nn.Module, device: torch.device, precision: str = "auto")
         threads=torch.get_num_threads() if device.type == "cpu" else None,
         tuned_malloc=device.type == "cpu" and malloc_tunable(),
         flush_denormals=device.type == "cpu"
-        and os.environ.get("INTERPLAY_DENORMALS", "flush") != "keep",
+        and engine_env("INTERPLAY_DENORMALS") == "flush"
+        and denormals_can_flush(),
     )

@@ -15,3 +15,25 @@ class ArchitectureError(UserError):
 
 class DataError(UserError):
     """A dataset is missing, truncated or corrupt."""
+
+
+# Environment variables that steer the training engine (docs/performance.md), and the values
+# each takes; the first is what an unset variable means.
+ENGINE_ENV = {
+    "INTERPLAY_PRECISION": ("auto", "fp32", "bf16"),
+    "INTERPLAY_MALLOC": ("tuned", "default"),
+    "INTERPLAY_DENORMALS": ("flush", "keep"),
+}
+
+
+def engine_env(name: str) -> str:
+    """The value of one of ENGINE_ENV's variables; a value it does not take is a ConfigError."""
+    import os
+
+    allowed = ENGINE_ENV[name]
+    value = os.environ.get(name, "") or allowed[0]
+    if value not in allowed:
+        raise ConfigError(
+            f"environment variable {name}={value!r}: use {', '.join(allowed)}, or unset it"
+        )
+    return value

@@ -153,8 +153,8 @@ def test_tracked_run_params_stored_during_first_epoch_of_a_long_run(
     result = tracked_run(study, load_data(study.data), sink)
 
     assert result.state == "complete"
-    # 900 training images in batches of 16: 57 steps, a tick every 16 steps and at the last.
-    assert len(stored_at_ticks) == 4 + 1  # and one from the epoch's metrics
+    # 900 training images in batches of 16: 57 steps, a tick after each.
+    assert len(stored_at_ticks) == 57 + 1  # and one from the epoch's metrics
     assert stored_at_ticks[0] >= len(study_params(study))
 
 

@@ -314,8 +314,8 @@ class MLflowSink:
     def tick(self) -> None:
         """Send what is queued if LIVE_FLUSH_SECONDS have passed since the last send.
 
-        The trainer calls this every few steps, so a long run's params reach the dashboard
-        within seconds of its start, not at the end of its first epoch.
+        The trainer calls this every step, so a long run's params reach the dashboard within
+        seconds of its start, not at the end of its first epoch.
         """
         queued = self._metrics or self._params or self._tags
         if queued and time.monotonic() - self._flushed_at >= LIVE_FLUSH_SECONDS:

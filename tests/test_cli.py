@@ -112,6 +112,41 @@ def test_cli_train_diverging_exit_2_recorded(write_study, tmp_path: Path) -> Non
     assert_user_error(done, "not finite", "lower optimizer.lr", "recorded in")
 
 
+@pytest.mark.parametrize(
+    ("store", "words"),
+    [
+        ("foo://bar", ["--tracking-uri foo://bar", "sqlite:///mlflow.db"]),
+        ("file:///{tmp}/runs", ["MLflow database store", "sqlite:///mlflow.db"]),
+        ("sqlite:///{tmp}/notes.db", ["notes.db is not an sqlite database"]),
+        ("sqlite:///{tmp}", ["is a folder", "name a file"]),
+    ],
+)
+def test_cli_unusable_tracking_store_exit_2(
+    write_study, tmp_path: Path, store: str, words: list[str]
+) -> None:
+    (tmp_path / "notes.db").write_text("my notes, not a database\n")
+    uri = store.format(tmp=tmp_path)
+    done = interplay("train", str(write_study(small_cnn())), "--tracking-uri", uri, cwd=tmp_path)
+    assert_user_error(done, *words)
+    assert (tmp_path / "notes.db").read_text() == "my notes, not a database\n"
+
+
+def test_cli_tracking_store_from_env_named_in_message(
+    write_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "ftp://127.0.0.1/runs")
+    done = interplay("train", str(write_study(small_cnn())), cwd=tmp_path)
+    assert_user_error(done, "MLFLOW_TRACKING_URI=ftp://127.0.0.1/runs")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_cli_tracking_store_in_unwritable_folder_exit_2_at_once(write_study, tmp_path) -> None:
+    # MLflow itself retries an engine it cannot create for minutes before it gives up.
+    uri = "sqlite:////proc/interplay-test.db"
+    done = interplay("train", str(write_study(small_cnn())), "--tracking-uri", uri, cwd=tmp_path)
+    assert_user_error(done, "cannot make the store in /proc", "writable folder")
+
+
 def test_cli_alpha_out_of_range_exit_2() -> None:
     done = interplay("analyze", str(STUDIES / "baseline.yaml"), "--alpha", "2")
     assert_user_error(done, "--alpha 2.0", "between 0 and 0.5")

@@ -43,8 +43,8 @@ def train_single(
 
     study_file = load_study(path, sets, budget)
     study = study_file.base()
-    data = load_data(study.data, with_test=test)
     store = tracking_uri(uri)
+    data = load_data(study.data, with_test=test)
     try:
         sink = MLflowSink(
             store, experiment=study.name, run_name=f"{study.name}-seed{study.training.seed}"

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# Schemes of MLflow's tracking stores that interplay can use (database stores, servers).
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+SQLITE_HEADER = b"SQLite format 3\x00"
 # MLflow's limit on a param value; longer values are shortened and kept whole as an artifact.
 MAX_PARAM_LENGTH = 6000
 # MLflow's rules for a param key: at most 250 of these characters (it also takes '/', which
@@ -63,8 +66,58 @@ class MetricSink(Protocol):
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else MLflow's local default sqlite store."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else MLflow's local default sqlite store.
+
+    A store interplay cannot use is a ConfigError here, before anything is trained.
+    """
+    if explicit:
+        uri, where = explicit, f"--tracking-uri {explicit}"
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        where = f"MLFLOW_TRACKING_URI={uri}"
+    else:
+        return DEFAULT_TRACKING_URI
+    check_tracking_uri(uri, where)
+    return uri
+
+
+def check_tracking_uri(uri: str, where: str) -> None:
+    """Refuse a store MLflow would fail on only after minutes or with a traceback.
+
+    That is a scheme MLflow has no tracking store for (or its file store, which MLflow 3 keeps
+    only in maintenance and interplay does not use), a folder or a non-sqlite file given as
+    the sqlite file, or a folder where no file can be made (MLflow retries that for minutes).
+    """
+    from interplay.errors import ConfigError
+
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(
+            f"{where}: interplay keeps runs in an MLflow database store; use "
+            "sqlite:///mlflow.db (a file here) or the http:// address of an MLflow server"
+        )
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a folder; name a file in it, like mlflow.db")
+    if path.exists():
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise ConfigError(f"{where}: {path} is not an sqlite database; name another file")
+        return
+    folder = next((d for d in path.resolve().parents if d.exists()), None)
+    if folder is None or not folder.is_dir():
+        return  # a file in the way of the folder: reported where the folder is made
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"{where}: cannot make the store in {folder} ({describe_os_error(err, name=False)});"
+            " choose a writable folder"
+        ) from None
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -13,11 +13,12 @@ from mlflow.tracking import MlflowClient
 
 import interplay.tracking
 from interplay.data import load_data
+from interplay.errors import ArchitectureError
 from interplay.runs import study_params, tracked_run
-from interplay.studyfile import load_study
+from interplay.studyfile import from_dict, load_study
 from interplay.tracking import MLflowSink, flatten, storage_problem
 
-from .conftest import STUDIES
+from .conftest import STUDIES, small_cnn
 
 
 def test_flatten_nested_to_dotted_keys() -> None:
@@ -186,6 +187,24 @@ def test_sink_deleted_experiment_close_is_a_store_problem(mlflow_uri: str) -> No
         sink.close()
     problem = storage_problem(caught.value)
     assert problem is not None and "deleted meanwhile" in problem
+
+
+def test_tracked_run_failed_close_after_an_error_warns_in_one_line(
+    mlflow_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = small_cnn()
+    raw["model"]["blocks"][0]["repeat"] = 6  # the pools cannot fit: the trainer refuses it
+    study = from_dict(raw).base()
+    sink = MLflowSink(mlflow_uri, experiment="both-fail")
+    MlflowClient(mlflow_uri).delete_experiment(sink.experiment_id)
+
+    with pytest.raises(ArchitectureError):  # the run's own error, not the close's
+        tracked_run(study, load_data(study.data), sink)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "could not close" in warnings[0] and "deleted meanwhile" in warnings[0]
+    assert "SELECT" not in warnings[0]
 
 
 @pytest.mark.parametrize("first", ["mlflow", "interplay"])

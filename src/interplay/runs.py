@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from interplay.config import Study
-from interplay.tracking import MLflowSink, environment_tags, flatten
+from interplay.tracking import MLflowSink, environment_tags, flatten, storage_problem
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -133,4 +133,6 @@ def tracked_run(
                 # The close sends the run's queued metrics: without them the run is not done.
                 raise
             # The run's own error matters more than a failed close.
-            logger.warning("could not close MLflow run %s: %s", sink.run_id, err)
+            # One line: MLflow's errors quote whole SQL statements.
+            why = storage_problem(err) or str(err).strip().splitlines()[0][:200]
+            logger.warning("could not close MLflow run %s: %s", sink.run_id, why)

@@ -499,7 +499,8 @@ IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST)
 # What sqlite says (through MLflow or Optuna) for the same causes; its errors carry no errno.
 STORE_TEXTS = {
     "database or disk is full": "the disk is full",
-    "disk i/o error": "the disk refused a write (full, at a file size limit, or failing)",
+    "disk i/o error": "the disk refused a write (full, at a file size limit, read-only to "
+    "this process, or failing)",
     "readonly database": "its file is read-only",
     "unable to open database file": "its file or folder cannot be opened for writing",
     # MLflow's words for a write to a run deleted meanwhile, or to one in a deleted experiment.

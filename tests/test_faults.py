@@ -284,6 +284,40 @@ def test_sigkill_before_the_parent_run_is_recorded(
     assert len(children(store_uri, "grid")) == 2
 
 
+def test_sigterm_stops_a_study_as_ctrl_c_does_and_it_resumes(
+    write_study: WriteStudy, tmp_path: Path, store_uri: str
+) -> None:
+    # kill, timeout and job schedulers send SIGTERM; the run in training ends KILLED, whole.
+    path = write_study(grid_study([0.0, 0.5], ["none", "batch"], 1, subset=60, epochs=3))
+    out = tmp_path / "results"
+    args = ["run", str(path), "--out", str(out), "--tracking-uri", store_uri]
+    client = get_client(store_uri)
+
+    def statuses() -> Counter[str]:
+        found = client.get_experiment_by_name("grid")
+        if found is None:
+            return Counter()
+        return Counter(r.info.status for r in children(store_uri, "grid"))
+
+    proc = interplay(*args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert wait_for(lambda: statuses()["FINISHED"] >= 1 and statuses()["RUNNING"] == 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    output = " ".join(proc.communicate(timeout=120)[0].split())
+
+    assert proc.returncode == 143, output
+    assert "Traceback" not in output
+    assert "SIGTERM" in output and "run the same command to resume" in output
+    runs = children(store_uri, "grid")
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert len(killed) == 1 and not any(r.info.status == "RUNNING" for r in runs)
+    assert killed[0].data.tags["interplay.reason"] == "stopped by SIGTERM"
+    assert "param.dropout" in killed[0].data.params  # queued params went out with the close
+
+    run_study(path, [], out=out, tracking=store_uri, quiet=True)
+    assert statuses()["FINISHED"] == 4
+    assert len(results_table(StudyPaths(out))) == 4
+
+
 # ---------------------------------------------------------------- the journal and its lock
 
 

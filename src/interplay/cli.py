@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from interplay.errors import UserError
+from interplay.errors import Terminated, UserError, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -329,8 +329,27 @@ def _os_error_message(err: OSError) -> str | None:
     return None
 
 
+def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
+    seen: set[int] = set()
+    node: BaseException | None = err
+    while node is not None and id(node) not in seen:
+        if isinstance(node, KeyboardInterrupt):
+            return node
+        seen.add(id(node))
+        node = node.__cause__ or node.__context__
+    return None
+
+
+def _interrupted(err: KeyboardInterrupt) -> None:
+    # 128 + the signal's number, as a shell reports a process the signal ended.
+    signal_name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("Ctrl-C", 130)
+    console.print(f"interrupted ({signal_name}); results written so far are kept")
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point: user errors end in one message and exit code 2, never a traceback."""
+    stop_on_sigterm()
     try:
         # Typer itself turns usage errors (unknown flag, bad value) into exit code 2.
         app()
@@ -338,9 +357,14 @@ def main() -> None:
         # Messages quote settings like `params: [a, b]`; escaped, Rich prints them as written.
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted; results written so far are kept")
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        _interrupted(err)
+    except SystemExit as done:
+        # Typer turns an interrupt inside a command into a bare exit 130.
+        interrupt = _interrupt_behind(done)
+        if interrupt is None:
+            raise
+        _interrupted(interrupt)
     except OSError as err:
         message = _os_error_message(err)
         if message is None:

@@ -13,6 +13,21 @@ class ArchitectureError(UserError):
     """The model described by the study file cannot work (found by shape inference)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (from kill, timeout or a job scheduler), handled as Ctrl-C is: the run being
+    trained ends KILLED with what it logged, and a study resumes where it stopped."""
+
+
+def stop_on_sigterm() -> None:
+    """Raise Terminated in the main thread when the process is asked to terminate."""
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 class DataError(UserError):
     """A dataset is missing, truncated or corrupt."""
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from interplay.config import Study
+from interplay.errors import Terminated
 from interplay.tracking import MLflowSink, environment_tags, flatten, storage_problem
 
 if TYPE_CHECKING:
@@ -119,8 +120,9 @@ def tracked_run(
         reason = result.reason
         raising = False
         return result
-    except KeyboardInterrupt:
-        status, reason = "KILLED", "interrupted by the user"
+    except KeyboardInterrupt as err:
+        status = "KILLED"
+        reason = "stopped by SIGTERM" if isinstance(err, Terminated) else "interrupted by the user"
         raise
     except Exception as err:
         reason = f"{type(err).__name__}: {err}"

@@ -399,7 +399,10 @@ def die_with_parent(parent_pid: int) -> None:
 
 def worker_main(ctx: RunContext, threads: int, level: int, parent_pid: int) -> None:
     """Entry point of a worker process (spawned, so it imports everything afresh)."""
+    from interplay.errors import stop_on_sigterm
+
     die_with_parent(parent_pid)
+    stop_on_sigterm()  # the parent stops its workers with SIGTERM: their runs end KILLED
     with worker_alive(ctx.paths):
         import torch
 
@@ -412,6 +415,8 @@ def worker_main(ctx: RunContext, threads: int, level: int, parent_pid: int) -> N
         torch.set_num_threads(threads)
         try:
             Worker(ctx, parent_pid=parent_pid).run()
+        except KeyboardInterrupt:
+            sys.exit(130)  # the parent says what stopped the study and how to resume
         except Exception as err:
             problem = storage_problem(err)
             if problem is None:

@@ -379,3 +379,17 @@ def test_trainer_returns_the_model_as_written(data: DataSplits) -> None:
     assert not any(m._forward_pre_hooks for m in flatten)
     assert [type(m) for m in first][2:] == [nn.ReLU, nn.MaxPool2d]
     assert result.engine["engine.pool_before_relu"] == "1"
+    with pytest.raises(RuntimeError, match="trains once"):
+        trainer.run()  # a second run would undo the engine's changes twice
+    assert [type(m) for m in first][2:] == [nn.ReLU, nn.MaxPool2d]
+
+
+def test_trainer_gives_the_thread_count_back(data: DataSplits) -> None:
+    torch.set_num_threads(2)  # the module's fixture restores its own count afterwards
+    trainer = Trainer(from_dict(small_cnn(threads=1)).base(), data)
+    assert torch.get_num_threads() == 1
+
+    result = trainer.run()
+
+    assert result.engine["engine.threads"] == "1"
+    assert torch.get_num_threads() == 2

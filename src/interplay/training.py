@@ -195,6 +195,7 @@ class Trainer:
         self.on_epoch = on_epoch
         self.progress = progress
         self.evaluate_test = evaluate_test
+        threads_before = torch.get_num_threads()
         if self.cfg.threads is not None:
             torch.set_num_threads(self.cfg.threads)
         self.generator = seed_everything(self.cfg.seed)
@@ -205,7 +206,9 @@ class Trainer:
         # Exact changes for speed (interplay.rewrites), undone when the run ends.
         moved, undo_moves = pool_before_relu(self.model)
         self.engine = dataclasses.replace(self.engine, pools_moved=moved)
-        self.undo: list[Undo] = [undo_moves]
+        # The thread count is the process's; the caller gets its own back when the run ends.
+        self.undo: list[Undo] = [lambda: torch.set_num_threads(threads_before), undo_moves]
+        self.ran = False
         if self.engine.channels_last:
             # torch's type stubs leave out Module.to's memory_format keyword.
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -282,6 +285,10 @@ class Trainer:
         }
 
     def run(self) -> RunResult:
+        if self.ran:
+            # The engine's changes to the model were undone when the first run ended.
+            raise RuntimeError("a Trainer trains once; make a new one for another run")
+        self.ran = True
         if self.engine.flush_denormals:
             flushed, undo_flush = flush_denormals()
             self.engine = dataclasses.replace(self.engine, flush_denormals=flushed)

@@ -311,6 +311,7 @@ def test_sigterm_stops_a_study_as_ctrl_c_does_and_it_resumes(
     killed = [r for r in runs if r.info.status == "KILLED"]
     assert len(killed) == 1 and not any(r.info.status == "RUNNING" for r in runs)
     assert killed[0].data.tags["interplay.reason"] == "stopped by SIGTERM"
+    assert killed[0].data.tags["state"] == "interrupted"
     assert "param.dropout" in killed[0].data.params  # queued params went out with the close
 
     run_study(path, [], out=out, tracking=store_uri, quiet=True)

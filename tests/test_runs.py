@@ -189,6 +189,20 @@ def test_sink_deleted_experiment_close_is_a_store_problem(mlflow_uri: str) -> No
     assert problem is not None and "deleted meanwhile" in problem
 
 
+def test_tracked_run_error_ends_failed_with_state_and_reason(mlflow_uri: str) -> None:
+    raw = small_cnn()
+    raw["model"]["blocks"][0]["repeat"] = 6  # the pools cannot fit: the trainer refuses it
+    study = from_dict(raw).base()
+    sink = MLflowSink(mlflow_uri, experiment="refused")
+
+    with pytest.raises(ArchitectureError):
+        tracked_run(study, load_data(study.data), sink)
+
+    run = MlflowClient(mlflow_uri).get_run(sink.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["state"] == "failed"
+    assert run.data.tags["interplay.reason"].startswith("ArchitectureError: model.blocks[0]")
+
+
 def test_tracked_run_failed_close_after_an_error_warns_in_one_line(
     mlflow_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:

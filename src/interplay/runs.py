@@ -123,9 +123,11 @@ def tracked_run(
     except KeyboardInterrupt as err:
         status = "KILLED"
         reason = "stopped by SIGTERM" if isinstance(err, Terminated) else "interrupted by the user"
+        sink.queue_tags({"state": "interrupted"})  # sent with the close
         raise
     except Exception as err:
         reason = f"{type(err).__name__}: {err}"
+        sink.queue_tags({"state": "failed"})
         raise
     finally:
         try:

@@ -86,6 +86,9 @@ def tracked_run(
     reason = "interrupted"
     raising = True
     try:
+        # Sent with the first metrics (or within seconds, see MLflowSink.tick), or with the
+        # close of a run stopped before it trained.
+        sink.queue_params({**study_params(study), **dict(extra_params or {})})
         trainer = Trainer(
             study,
             data,
@@ -95,9 +98,8 @@ def tracked_run(
             evaluate_test=evaluate_test,
             epoch_log_level=epoch_log_level,
         )
-        params = {**study_params(study), **trainer.engine.as_params(), **dict(extra_params or {})}
-        # Sent with the first metrics (or within seconds, see MLflowSink.tick).
-        sink.queue_params(params, environment_tags(data.name, trainer.engine.device.type))
+        device = trainer.engine.device.type
+        sink.queue_params(trainer.engine.as_params(), environment_tags(data.name, device))
         texts = {"study.yaml": yaml_text(study.model_dump(mode="json"))}
         model_summary = getattr(trainer.model, "summary", None)
         if model_summary is not None:

@@ -10,6 +10,7 @@ import errno
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -351,8 +352,12 @@ def main() -> None:
     """Entry point: user errors end in one message and exit code 2, never a traceback."""
     stop_on_sigterm()
     try:
-        # Typer itself turns usage errors (unknown flag, bad value) into exit code 2.
-        app()
+        try:
+            # Typer itself turns usage errors (unknown flag, bad value) into exit code 2.
+            app()
+        finally:
+            # Past the command, a SIGTERM ends the process as usual (not in atexit hooks).
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except UserError as err:
         # Messages quote settings like `params: [a, b]`; escaped, Rich prints them as written.
         console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)

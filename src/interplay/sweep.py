@@ -403,26 +403,30 @@ def worker_main(ctx: RunContext, threads: int, level: int, parent_pid: int) -> N
 
     die_with_parent(parent_pid)
     stop_on_sigterm()  # the parent stops its workers with SIGTERM: their runs end KILLED
-    with worker_alive(ctx.paths):
-        import torch
+    try:
+        with worker_alive(ctx.paths):
+            import torch
 
-        from interplay.tracking import storage_problem
+            from interplay.tracking import storage_problem
 
-        logging.basicConfig(level=logging.WARNING, format=f"[worker {ctx.worker}] %(message)s")
-        logging.getLogger("interplay").setLevel(level)
-        for noisy in ("optuna", "mlflow", "alembic"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        torch.set_num_threads(threads)
-        try:
-            Worker(ctx, parent_pid=parent_pid).run()
-        except KeyboardInterrupt:
-            sys.exit(130)  # the parent says what stopped the study and how to resume
-        except Exception as err:
-            problem = storage_problem(err)
-            if problem is None:
-                raise
-            logger.error("%s", problem)
-            sys.exit(STORE_EXIT)
+            fmt = f"[worker {ctx.worker}] %(message)s"
+            logging.basicConfig(level=logging.WARNING, format=fmt)
+            logging.getLogger("interplay").setLevel(level)
+            for noisy in ("optuna", "mlflow", "alembic"):
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+            torch.set_num_threads(threads)
+            try:
+                Worker(ctx, parent_pid=parent_pid).run()
+            except Exception as err:
+                problem = storage_problem(err)
+                if problem is None:
+                    raise
+                logger.error("%s", problem)
+                sys.exit(STORE_EXIT)
+    except KeyboardInterrupt:
+        # Stopped at any point, start-up included: the parent says what stopped the study
+        # and how to resume.
+        sys.exit(130)
 
 
 def run_workers(ctx: RunContext, workers: int, progress: Progress | None, task: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -119,16 +121,24 @@ def test_cli_train_diverging_exit_2_recorded(write_study, tmp_path: Path) -> Non
         ("file:///{tmp}/runs", ["MLflow database store", "sqlite:///mlflow.db"]),
         ("sqlite:///{tmp}/notes.db", ["notes.db is not an sqlite database"]),
         ("sqlite:///{tmp}", ["is a folder", "name a file"]),
+        ("sqlite:///", ["names no file", "would be lost"]),
+        ("sqlite:///{tmp}/other.db", ["other.db is an sqlite database of something else"]),
+        ("sqlite:///{tmp}/notes.db/mlflow.db", ["notes.db: a file is in the way of a folder"]),
     ],
 )
 def test_cli_unusable_tracking_store_exit_2(
     write_study, tmp_path: Path, store: str, words: list[str]
 ) -> None:
     (tmp_path / "notes.db").write_text("my notes, not a database\n")
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db, db:
+        db.execute("create table runs (x)")
     uri = store.format(tmp=tmp_path)
     done = interplay("train", str(write_study(small_cnn())), "--tracking-uri", uri, cwd=tmp_path)
     assert_user_error(done, *words)
+    assert "fashion-mnist" not in done.stderr + done.stdout  # refused before the data loads
     assert (tmp_path / "notes.db").read_text() == "my notes, not a database\n"
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db:
+        assert [r[0] for r in db.execute("select name from sqlite_master")] == ["runs"]
 
 
 def test_cli_tracking_store_from_env_named_in_message(

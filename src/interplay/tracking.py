@@ -96,9 +96,15 @@ def check_tracking_uri(uri: str, where: str) -> None:
             f"{where}: interplay keeps runs in an MLflow database store; use "
             "sqlite:///mlflow.db (a file here) or the http:// address of an MLflow server"
         )
+    if scheme != "sqlite":
+        return
     path = sqlite_path(uri)
     if path is None:
-        return
+        # sqlite:/// alone, or :memory:, is a database that ends with the process.
+        raise ConfigError(
+            f"{where}: names no file, so the runs would be lost when the command ends; "
+            "name one, like sqlite:///mlflow.db"
+        )
     if path.is_dir():
         raise ConfigError(f"{where}: {path} is a folder; name a file in it, like mlflow.db")
     if path.exists():
@@ -106,10 +112,20 @@ def check_tracking_uri(uri: str, where: str) -> None:
             head = f.read(len(SQLITE_HEADER))
         if head and head != SQLITE_HEADER:
             raise ConfigError(f"{where}: {path} is not an sqlite database; name another file")
+        if head and not is_mlflow_store(path):
+            raise ConfigError(
+                f"{where}: {path} is an sqlite database of something else, not an MLflow "
+                "store; name a new file (MLflow would add its tables to it)"
+            )
         return
     folder = next((d for d in path.resolve().parents if d.exists()), None)
-    if folder is None or not folder.is_dir():
-        return  # a file in the way of the folder: reported where the folder is made
+    if folder is None:
+        return
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{where}: cannot write {folder}: a file is in the way of a folder; choose "
+            "another path"
+        )
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -185,6 +201,20 @@ def get_client(uri: str) -> MlflowClient:
     if not db_logger.isEnabledFor(logging.DEBUG):
         db_logger.setLevel(logging.CRITICAL)
     return MlflowClient(tracking_uri=uri)
+
+
+def is_mlflow_store(path: Path) -> bool:
+    """Whether an sqlite file holds MLflow's tables, or no tables yet; read-only."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    except sqlite3.Error:
+        return True  # unreadable now (locked, say): MLflow's own error will tell
+    return not tables or {"experiments", "runs", "alembic_version"} <= tables
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from interplay.errors import Terminated, UserError, stop_on_sigterm
+from interplay.errors import Terminated, UserError, causes, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -330,17 +330,6 @@ def _os_error_message(err: OSError) -> str | None:
     return None
 
 
-def _interrupt_behind(err: BaseException) -> KeyboardInterrupt | None:
-    seen: set[int] = set()
-    node: BaseException | None = err
-    while node is not None and id(node) not in seen:
-        if isinstance(node, KeyboardInterrupt):
-            return node
-        seen.add(id(node))
-        node = node.__cause__ or node.__context__
-    return None
-
-
 def _interrupted(err: KeyboardInterrupt) -> None:
     # 128 + the signal's number, as a shell reports a process the signal ended.
     signal_name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("Ctrl-C", 130)
@@ -366,7 +355,7 @@ def main() -> None:
         _interrupted(err)
     except SystemExit as done:
         # Typer turns an interrupt inside a command into a bare exit 130.
-        interrupt = _interrupt_behind(done)
+        interrupt = next((e for e in causes(done) if isinstance(e, KeyboardInterrupt)), None)
         if interrupt is None:
             raise
         _interrupted(interrupt)

@@ -1,5 +1,9 @@
 """Errors the user can fix. The CLI prints their message and exits with code 2."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """A mistake in the user's input: the message says which setting and what to change."""
@@ -52,3 +56,13 @@ def engine_env(name: str) -> str:
             f"environment variable {name}={value!r}: use {', '.join(allowed)}, or unset it"
         )
     return value
+
+
+def causes(err: BaseException) -> Iterator[BaseException]:
+    """`err`, then the exception it was raised from or during, and so on (each once)."""
+    seen: set[int] = set()
+    node: BaseException | None = err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        yield node
+        node = node.__cause__ or node.__context__

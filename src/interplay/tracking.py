@@ -554,15 +554,13 @@ def storage_problem(err: BaseException) -> str | None:
     A full disk and a read-only or misplaced folder are the user's to fix; nothing is lost
     by stopping on one, since each finished run is in both stores before the next starts.
     """
-    seen: set[int] = set()
-    node: BaseException | None = err
-    while node is not None and id(node) not in seen:
-        seen.add(id(node))
+    from interplay.errors import causes
+
+    for node in causes(err):
         if isinstance(node, OSError) and node.errno in DISK_FULL + NOT_WRITABLE + IN_THE_WAY:
             return f"cannot write {describe_os_error(node)}"
         text = str(node).lower()
         for said, meaning in STORE_TEXTS.items():
             if said in text:
                 return f"cannot write a database store (MLflow's, or --storage): {meaning}"
-        node = node.__cause__ or node.__context__
     return None
